@@ -1,0 +1,1 @@
+"""gRPC services, each a thin shell over the core library."""

@@ -1,0 +1,1 @@
+"""The model_pool gRPC service."""

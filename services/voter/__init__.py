@@ -1,0 +1,1 @@
+"""The voter gRPC service."""

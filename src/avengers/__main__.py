@@ -1,0 +1,5 @@
+import sys
+
+from avengers.cli import main
+
+sys.exit(main())

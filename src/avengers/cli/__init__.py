@@ -1,0 +1,50 @@
+"""The ``avengers`` command. Each subcommand lives in its own module with a ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from avengers import __version__
+
+# Modules under avengers.cli that define subcommands, in help order.
+COMMAND_MODULES = ["offline"]
+
+
+class CommandError(Exception):
+    """A user error: printed as one line on stderr, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avengers", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"avengers {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"avengers.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (CommandError, ValueError, FileNotFoundError) as exc:
+        # Domain errors (bad labels, bad router dir, bad parameters) are one clear line, not a traceback.
+        if args.verbose:
+            raise
+        print(f"avengers {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

