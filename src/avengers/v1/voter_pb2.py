@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from avengers.v1 import common_pb2 as avengers_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61vengers/v1/voter.proto\x12\x0b\x61vengers.v1\x1a\x18\x61vengers/v1/common.proto\"H\n\tCandidate\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x06weight\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_weight\"\xcd\x01\n\x0bVoteRequest\x12(\n\ttask_type\x18\x01 \x01(\x0e\x32\x15.avengers.v1.TaskType\x12*\n\ncandidates\x18\x02 \x03(\x0b\x32\x16.avengers.v1.Candidate\x12\'\n\x06method\x18\x03 \x01(\x0e\x32\x17.avengers.v1.VoteMethod\x12\r\n\x05tests\x18\x04 \x03(\t\x12\x1c\n\x0ftimeout_seconds\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\x12\n\x10_timeout_seconds\"U\n\tVoteCount\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\r\n\x05votes\x18\x02 \x01(\r\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x19\n\x11\x63\x61ndidate_indices\x18\x04 \x03(\r\"\xa4\x01\n\x0cVoteResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12&\n\x06\x63ounts\x18\x03 \x03(\x0b\x32\x16.avengers.v1.VoteCount\x12\x11\n\tagreement\x18\x04 \x01(\x01\x12(\n\ttask_type\x18\x05 \x01(\x0e\x32\x15.avengers.v1.TaskType\x12\x11\n\tabstained\x18\x06 \x01(\r*]\n\nVoteMethod\x12\x1b\n\x17VOTE_METHOD_UNSPECIFIED\x10\x00\x12\x18\n\x14VOTE_METHOD_MAJORITY\x10\x01\x12\x18\n\x14VOTE_METHOD_WEIGHTED\x10\x02\x32\x44\n\x05Voter\x12;\n\x04Vote\x12\x18.avengers.v1.VoteRequest\x1a\x19.avengers.v1.VoteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61vengers/v1/voter.proto\x12\x0b\x61vengers.v1\x1a\x18\x61vengers/v1/common.proto\"H\n\tCandidate\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x06weight\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_weight\"\x96\x02\n\x0bVoteRequest\x12(\n\ttask_type\x18\x01 \x01(\x0e\x32\x15.avengers.v1.TaskType\x12*\n\ncandidates\x18\x02 \x03(\x0b\x32\x16.avengers.v1.Candidate\x12\'\n\x06method\x18\x03 \x01(\x0e\x32\x17.avengers.v1.VoteMethod\x12\r\n\x05tests\x18\x04 \x03(\t\x12\x1c\n\x0ftimeout_seconds\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10switch_threshold\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0b\x65ntry_point\x18\x07 \x01(\tB\x12\n\x10_timeout_secondsB\x13\n\x11_switch_threshold\"U\n\tVoteCount\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\r\n\x05votes\x18\x02 \x01(\r\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x19\n\x11\x63\x61ndidate_indices\x18\x04 \x03(\r\"\xb6\x01\n\x0cVoteResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12&\n\x06\x63ounts\x18\x03 \x03(\x0b\x32\x16.avengers.v1.VoteCount\x12\x11\n\tagreement\x18\x04 \x01(\x01\x12(\n\ttask_type\x18\x05 \x01(\x0e\x32\x15.avengers.v1.TaskType\x12\x11\n\tabstained\x18\x06 \x01(\r\x12\x10\n\x08switched\x18\x07 \x01(\x08*]\n\nVoteMethod\x12\x1b\n\x17VOTE_METHOD_UNSPECIFIED\x10\x00\x12\x18\n\x14VOTE_METHOD_MAJORITY\x10\x01\x12\x18\n\x14VOTE_METHOD_WEIGHTED\x10\x02\x32\x44\n\x05Voter\x12;\n\x04Vote\x12\x18.avengers.v1.VoteRequest\x1a\x19.avengers.v1.VoteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'avengers.v1.voter_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VOTEMETHOD']._serialized_start=602
-  _globals['_VOTEMETHOD']._serialized_end=695
+  _globals['_VOTEMETHOD']._serialized_start=693
+  _globals['_VOTEMETHOD']._serialized_end=786
   _globals['_CANDIDATE']._serialized_start=66
   _globals['_CANDIDATE']._serialized_end=138
   _globals['_VOTEREQUEST']._serialized_start=141
-  _globals['_VOTEREQUEST']._serialized_end=346
-  _globals['_VOTECOUNT']._serialized_start=348
-  _globals['_VOTECOUNT']._serialized_end=433
-  _globals['_VOTERESPONSE']._serialized_start=436
-  _globals['_VOTERESPONSE']._serialized_end=600
-  _globals['_VOTER']._serialized_start=697
-  _globals['_VOTER']._serialized_end=765
+  _globals['_VOTEREQUEST']._serialized_end=419
+  _globals['_VOTECOUNT']._serialized_start=421
+  _globals['_VOTECOUNT']._serialized_end=506
+  _globals['_VOTERESPONSE']._serialized_start=509
+  _globals['_VOTERESPONSE']._serialized_end=691
+  _globals['_VOTER']._serialized_start=788
+  _globals['_VOTER']._serialized_end=856
 # @@protoc_insertion_point(module_scope)
