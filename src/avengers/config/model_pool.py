@@ -275,6 +275,8 @@ class ModelConfig(ConfigModel):
         stray = [f for f in _BACKEND_OPTION_FIELDS.values() if f != own and f in self.model_fields_set]
         if stray:
             raise ValueError(f"model {self.name!r} (backend {self.backend!r}) sets options of other backends: {stray}")
+        if self.backend == "vllm" and not self.model_id:
+            raise ValueError(f"model {self.name!r}: the vllm backend needs model_id (Hugging Face id or local dir)")
         if self.backend == "replay" and self.replay is None:
             raise ValueError(f"model {self.name!r}: the replay backend needs a 'replay' section")
         if self.sampling.max_tokens > self.max_tokens_limit:

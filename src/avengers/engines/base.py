@@ -8,7 +8,7 @@ machine without vLLM can still import and run every other backend.
 
 Errors an engine raises carry their gRPC status (they are :class:`avengers.rpc.errors.ServiceError`):
 :class:`UnknownTask` (NOT_FOUND), :class:`PromptTooLong` (INVALID_ARGUMENT), :class:`EngineUnavailable`
-(UNAVAILABLE), :class:`EngineNotInstalled` (FAILED_PRECONDITION).
+(UNAVAILABLE), :class:`EngineTimeout` (DEADLINE_EXCEEDED), :class:`EngineNotInstalled` (FAILED_PRECONDITION).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+import grpc
+
 from avengers.config.model_pool import ModelConfig
-from avengers.rpc.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from avengers.rpc.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError, Unavailable
 
 
 class UnknownTask(NotFound):
@@ -32,6 +34,12 @@ class PromptTooLong(InvalidArgument):
 
 class EngineUnavailable(Unavailable):
     """The engine (or the server behind it) cannot serve right now; another model may."""
+
+
+class EngineTimeout(ServiceError):
+    """The engine (or the server behind it) did not answer in time."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class EngineNotInstalled(FailedPrecondition):
