@@ -1,0 +1,442 @@
+"""The routed ensemble: route a query, sample the routed models, vote — with fallback and one deadline.
+
+This is the recipe of the paper at request time, written against three small client interfaces
+(:class:`RouterClient`, :class:`ModelPoolClient`, :class:`VoterClient`) so it runs the same over gRPC (the
+Gateway service's adapters), in process, or against fakes in unit tests.
+
+Strategies (registry: :func:`register_strategy`, factory: :func:`create_strategy`):
+
+- ``self_consistency``: the best routed model samples n times; majority (or weighted) vote.
+- ``model_switch``: the top two models sample ceil(n/2) and floor(n/2) concurrently; the voter first votes
+  over the first model's samples and, when that vote's agreement is below ``switch_threshold``, over all.
+
+Fallback: a model whose generation fails with a status in :data:`FALLBACK_STATUSES` is recorded in
+``failed_models`` and replaced by the next-ranked model of the route (the router is asked for every model);
+other statuses (e.g. INVALID_ARGUMENT) are the request's fault and end the call. When no routed model can
+answer, :class:`ModelsUnavailable` lists each model and why.
+
+Deadline: every downstream call gets the time left of one :class:`Deadline` (capped by the per-call timeout
+of its kind); once it runs out, :class:`DeadlineExceeded` ends the call instead of trying further models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, TypeVar
+
+from avengers.core.tasks import task_messages
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FALLBACK_STATUSES = frozenset(
+    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "NOT_FOUND", "UNKNOWN", "RESOURCE_EXHAUSTED", "UNIMPLEMENTED",
+     "ABORTED", "CANCELLED"}
+)
+"""gRPC status names of a failed generation after which the next-ranked model is tried."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors and the deadline
+
+
+class DependencyError(Exception):
+    """A downstream call failed; ``status`` is its gRPC status name ("UNAVAILABLE", "DEADLINE_EXCEEDED", ...)."""
+
+    def __init__(self, dependency: str, status: str, message: str):
+        super().__init__(f"{dependency} failed ({status}): {message}")
+        self.dependency = dependency
+        self.status = status
+        self.message = message
+
+
+class DeadlineExceeded(TimeoutError):
+    """The request's deadline ran out."""
+
+
+class ModelsUnavailable(Exception):
+    """Every routed model failed; ``failures`` maps each model to its error."""
+
+    def __init__(self, failures: dict[str, str]):
+        detail = "; ".join(f"{model}: {error}" for model, error in failures.items()) or "the route has no models"
+        super().__init__(f"no routed model could answer ({detail})")
+        self.failures = failures
+
+
+class Deadline:
+    """An absolute point in time (monotonic clock) every downstream call of one request must finish by."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._end = clock() + max(0.0, seconds)
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - self._clock())
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() <= 0.0
+
+    def timeout(self, what: str, cap: float | None = None) -> float:
+        """Timeout for the next call (the time left, at most ``cap``); DeadlineExceeded when none is left."""
+        left = self.remaining()
+        if left <= 0.0:
+            raise DeadlineExceeded(f"deadline exceeded before {what}")
+        return left if cap is None else min(left, cap)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Values exchanged with the clients
+
+
+@dataclass(frozen=True)
+class RankedModel:
+    name: str
+    score: float
+    """Routing score (higher is better); the vote weight of its samples under weighted voting."""
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    cluster: int
+    router_version: str
+    models: tuple[RankedModel, ...]
+    """Every routed model, best first (the fallback order)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling of one ensemble call; ``n`` is the total over all models."""
+
+    n: int
+    temperature: float
+    top_p: float | None = None
+    """None: the model pool's default."""
+    max_tokens: int = 0
+    """0: the model pool's default."""
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    model: str
+    index: int
+    text: str
+    finish_reason: str = "stop"
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    model: str
+    weight: float | None = None
+    """Vote weight (weighted voting only)."""
+
+
+@dataclass(frozen=True)
+class VoteOptions:
+    method: str | None = None
+    """"majority", "weighted", or None for the voter's default."""
+    tests: tuple[str, ...] = ()
+    entry_point: str = ""
+    switch_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class VoteOutcome:
+    answer: str
+    text: str
+    agreement: float
+    switched: bool = False
+    detail: Any = None
+    """The transport's full vote (e.g. the gRPC VoteResponse), handed back to the caller untouched."""
+
+
+@dataclass(frozen=True)
+class EnsembleQuery:
+    """One validated request with every default resolved."""
+
+    query: str
+    task_type: str
+    sampling: Sampling
+    strategy: str = "self_consistency"
+    switch_threshold: float = 0.8
+    routing: str | None = None
+    """"nearest", "soft", or None for the router's default."""
+    vote_method: str | None = None
+    tests: tuple[str, ...] = ()
+    entry_point: str = ""
+    task_id: str = ""
+    request_id: str = ""
+
+
+@dataclass
+class EnsembleAnswer:
+    answer: str
+    text: str
+    models: list[str]
+    """Models whose samples were voted on, best first."""
+    cluster: int
+    router_version: str
+    vote: VoteOutcome
+    task_type: str
+    samples: list[Sample]
+    failed_models: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    """Why each failed model failed."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Client interfaces
+
+
+class RouterClient(ABC):
+    @abstractmethod
+    async def route(self, query: str, *, top_n: int, strategy: str | None, timeout: float) -> RouteResult:
+        """Ranked models for ``query`` (top_n=0: all). Raises DependencyError."""
+
+
+class ModelPoolClient(ABC):
+    @abstractmethod
+    async def generate(
+        self,
+        model: str,
+        messages: Sequence[tuple[str, str]],
+        sampling: Sampling,
+        *,
+        task_id: str,
+        request_id: str,
+        timeout: float,
+    ) -> list[Sample]:
+        """``sampling.n`` samples of ``model`` for the chat ``messages`` (role, content). Raises DependencyError."""
+
+
+class VoterClient(ABC):
+    @abstractmethod
+    async def vote(
+        self, task_type: str, candidates: Sequence[Candidate], options: VoteOptions, *, timeout: float
+    ) -> VoteOutcome:
+        """Extract each candidate's answer and vote. Raises DependencyError."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Strategies
+
+
+class EnsembleStrategy(ABC):
+    """How many models sample, how many samples each, and whether the vote may switch models."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def allocation(self, n: int) -> list[int]:
+        """Samples per model, best model first (no zeros)."""
+
+    def switch_threshold(self, query: EnsembleQuery) -> float | None:
+        """Agreement below which the vote goes over all models' samples; None: one vote over all."""
+        return None
+
+
+_STRATEGIES: dict[str, type[EnsembleStrategy]] = {}
+
+
+def register_strategy(name: str) -> Callable[[type[EnsembleStrategy]], type[EnsembleStrategy]]:
+    def wrap(cls: type[EnsembleStrategy]) -> type[EnsembleStrategy]:
+        cls.name = name
+        _STRATEGIES[name] = cls
+        return cls
+
+    return wrap
+
+
+def strategy_names() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def create_strategy(name: str) -> EnsembleStrategy:
+    try:
+        return _STRATEGIES[name]()
+    except KeyError:
+        raise ValueError(f"unknown ensemble strategy {name!r}; known: {strategy_names()}") from None
+
+
+@register_strategy("self_consistency")
+class SelfConsistency(EnsembleStrategy):
+    """The best routed model samples all n."""
+
+    def allocation(self, n: int) -> list[int]:
+        return [n]
+
+
+@register_strategy("model_switch")
+class ModelSwitch(EnsembleStrategy):
+    """The top two models sample ceil(n/2) and floor(n/2); switch when the first model's agreement is low."""
+
+    def allocation(self, n: int) -> list[int]:
+        return [count for count in (math.ceil(n / 2), n // 2) if count > 0]
+
+    def switch_threshold(self, query: EnsembleQuery) -> float | None:
+        return query.switch_threshold
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+async def gather_or_cancel(awaitables: Sequence[Awaitable[T]]) -> list[T]:
+    """Run concurrently; on the first error cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def split_count(n: int, chunk: int) -> list[int]:
+    """``n`` as consecutive chunks of at most ``chunk``."""
+    return [min(chunk, n - start) for start in range(0, n, chunk)]
+
+
+@dataclass(frozen=True)
+class CallTimeouts:
+    """Upper bounds of single downstream calls, in seconds (each also gets at most the time left)."""
+
+    route: float | None = 10.0
+    generate: float | None = 120.0
+    """One model's generation; past it the call counts as failed and the next model is tried."""
+    vote: float | None = 60.0
+
+
+class EnsemblePipeline:
+    """route -> sample (with fallback) -> vote, for one :class:`EnsembleQuery` at a time."""
+
+    def __init__(
+        self,
+        router: RouterClient,
+        pool: ModelPoolClient,
+        voter: VoterClient,
+        *,
+        instructions: dict[str, str] | None = None,
+        max_samples_per_call: int = 16,
+        timeouts: CallTimeouts = CallTimeouts(),
+    ):
+        if max_samples_per_call < 1:
+            raise ValueError("max_samples_per_call must be >= 1")
+        self.router = router
+        self.pool = pool
+        self.voter = voter
+        self.instructions = instructions
+        self.max_samples_per_call = max_samples_per_call
+        self.timeouts = timeouts
+
+    async def run(self, query: EnsembleQuery, deadline: Deadline) -> EnsembleAnswer:
+        return await self.answer(query, await self.route(query, deadline), deadline)
+
+    async def route(self, query: EnsembleQuery, deadline: Deadline) -> RouteResult:
+        """Every routed model for the query, best first."""
+        route = await self.router.route(
+            query.query, top_n=0, strategy=query.routing, timeout=deadline.timeout("routing", self.timeouts.route)
+        )
+        if not route.models:
+            raise DependencyError("router", "FAILED_PRECONDITION", "the route has no models")
+        return route
+
+    async def answer(self, query: EnsembleQuery, route: RouteResult, deadline: Deadline) -> EnsembleAnswer:
+        """Sample the routed models by the query's strategy and vote."""
+        strategy = create_strategy(query.strategy)
+        drawn, failures = await self._sample_models(query, route.models, strategy.allocation(query.sampling.n), deadline)
+        if not drawn:
+            raise ModelsUnavailable(failures)
+        weighted = query.vote_method == "weighted"
+        candidates = [
+            Candidate(text=s.text, model=s.model, weight=model.score if weighted else None)
+            for model, samples in drawn
+            for s in samples
+        ]
+        threshold = strategy.switch_threshold(query) if len(drawn) > 1 else None
+        options = VoteOptions(query.vote_method, query.tests, query.entry_point, threshold)
+        outcome = await self.voter.vote(
+            query.task_type, candidates, options, timeout=deadline.timeout("voting", self.timeouts.vote)
+        )
+        voted = [m.name for m, _ in drawn]
+        if threshold is not None and not outcome.switched:
+            voted = voted[:1]
+        return EnsembleAnswer(
+            answer=outcome.answer,
+            text=outcome.text,
+            models=voted,
+            cluster=route.cluster,
+            router_version=route.router_version,
+            vote=outcome,
+            task_type=query.task_type,
+            samples=[s for _, samples in drawn for s in samples],
+            failed_models=list(failures),
+            failures=failures,
+        )
+
+    async def _sample_models(
+        self, query: EnsembleQuery, ranked: Sequence[RankedModel], allocation: list[int], deadline: Deadline
+    ) -> tuple[list[tuple[RankedModel, list[Sample]]], dict[str, str]]:
+        """Fill each slot of ``allocation`` with the next routed model that answers; best-ranked first."""
+        pending = list(ranked)
+        failures: dict[str, str] = {}
+        messages = task_messages(query.query, query.task_type, self.instructions)
+
+        async def fill(count: int) -> tuple[RankedModel, list[Sample]] | None:
+            while pending:
+                model = pending.pop(0)
+                try:
+                    return model, await self._generate(model.name, messages, count, query, deadline)
+                except DependencyError as exc:
+                    if exc.status not in FALLBACK_STATUSES:
+                        raise
+                    if deadline.expired:
+                        raise DeadlineExceeded(f"deadline exceeded while {model.name} was generating") from exc
+                    failures[model.name] = f"{exc.status}: {exc.message}"
+                    log.warning("model %s failed (%s), trying the next routed model", model.name, exc)
+            return None
+
+        filled = await gather_or_cancel([fill(count) for count in allocation])
+        rank = {m.name: i for i, m in enumerate(ranked)}
+        drawn = sorted((slot for slot in filled if slot is not None), key=lambda slot: rank[slot[0].name])
+        return drawn, failures
+
+    async def _generate(
+        self, model: str, messages: list[tuple[str, str]], count: int, query: EnsembleQuery, deadline: Deadline
+    ) -> list[Sample]:
+        """``count`` samples of one model, in concurrent calls of at most ``max_samples_per_call``."""
+        chunks = split_count(count, self.max_samples_per_call)
+        offsets = [sum(chunks[:i]) for i in range(len(chunks))]
+        timeout = deadline.timeout(f"generation by {model}", self.timeouts.generate)
+        base = query.sampling
+
+        def chunk_sampling(size: int, offset: int) -> Sampling:
+            return replace(base, n=size, seed=None if base.seed is None else base.seed + offset)
+
+        parts = await gather_or_cancel(
+            [
+                self.pool.generate(
+                    model,
+                    messages,
+                    chunk_sampling(size, offset),
+                    task_id=query.task_id,
+                    request_id=query.request_id,
+                    timeout=timeout,
+                )
+                for size, offset in zip(chunks, offsets)
+            ]
+        )
+        samples = [s for part in parts for s in part]
+        return [replace(s, model=model, index=i) for i, s in enumerate(samples)]
