@@ -1,0 +1,1 @@
+"""Deployment tooling: offline checks of the Helm chart (lint, render, schema validation)."""
