@@ -3,7 +3,8 @@
 Per dataset (and their unweighted average) it reports, as mean score in percent:
 
 - ``routed``: the router's top model on each query;
-- ``best_single``: the one model that was best on the calibration data (chosen on train);
+- ``best_single``: the one model that was best on the calibration data, averaged over its datasets
+  (chosen on train, recorded in the artifact at fit time);
 - ``dataset_best``: the best single model for that dataset, chosen on this file (an upper bound that
   peeks at the evaluation labels; the usual "best single model" baseline in the routing literature);
 - ``oracle``: the best model for each query.
@@ -71,7 +72,12 @@ def evaluate(
     scores = labels.score_matrix(artifact.models)
     router = artifact.router(routing)
     chosen = np.array([r.models[0] for r in router.route_batch(embeddings, top_n=1)])
-    best_single = int(np.argmax(artifact.cluster_scores.global_scores))
+    best_name = artifact.stats.get("best_single_model")
+    best_single = (
+        artifact.models.index(best_name)
+        if best_name in artifact.models
+        else int(np.argmax(artifact.cluster_scores.global_scores))
+    )
     datasets = np.array(labels.datasets)
     routed_scores = scores[np.arange(len(scores)), chosen]
     results = []

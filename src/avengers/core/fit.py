@@ -54,8 +54,17 @@ def fit_router_on_embeddings(
         fit_params={"clustering": clustering.to_dict(), "scoring": scoring.to_dict()},
         routing=routing or RoutingConfig(),
         stats={
+            "best_single_model": best_single_model(labels),
             "calibration_rows": len(labels),
             "datasets": dict(Counter(labels.datasets)),
             "labels_file": labels.source,
         },
     )
+
+
+def best_single_model(labels: LabelSet) -> str:
+    """The model with the highest score averaged over datasets (each dataset weighs the same)."""
+    scores = labels.score_matrix()
+    datasets = np.array(labels.datasets)
+    macro = np.mean([scores[datasets == d].mean(axis=0) for d in labels.dataset_names], axis=0)
+    return labels.models[int(np.argmax(macro))]
