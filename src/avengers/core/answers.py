@@ -122,10 +122,36 @@ class MathParseError(ValueError):
 
 _NUMBER_TOKEN = re.compile(r"\d+(?:\.\d*)?(?:[eE][-+]?\d+(?![\d.]))?|\.\d+")
 _COMMAND_TOKEN = re.compile(r"\\[A-Za-z]+|\\.")
-_FUNCTIONS = {"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "arcsin", "arccos", "arctan"}
+_FUNCTIONS = {
+    "sqrt",
+    "sin",
+    "cos",
+    "tan",
+    "cot",
+    "sec",
+    "csc",
+    "log",
+    "ln",
+    "exp",
+    "arcsin",
+    "arccos",
+    "arctan",
+}
 _CONSTANTS = {"pi", "infty", "inf", "oo"}
 _GREEK = {
-    "alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "sigma", "phi", "omega", "tau", "rho",
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "theta",
+    "lambda",
+    "mu",
+    "sigma",
+    "phi",
+    "omega",
+    "tau",
+    "rho",
 }
 
 
@@ -374,8 +400,18 @@ class _MathParser:
         sp = self.sp
         argument = self.power() if self.peek() != ("op", "(") else self.atom()
         functions = {
-            "sqrt": sp.sqrt, "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "cot": sp.cot, "sec": sp.sec,
-            "csc": sp.csc, "log": sp.log, "ln": sp.log, "exp": sp.exp, "arcsin": sp.asin, "arccos": sp.acos,
+            "sqrt": sp.sqrt,
+            "sin": sp.sin,
+            "cos": sp.cos,
+            "tan": sp.tan,
+            "cot": sp.cot,
+            "sec": sp.sec,
+            "csc": sp.csc,
+            "log": sp.log,
+            "ln": sp.log,
+            "exp": sp.exp,
+            "arcsin": sp.asin,
+            "arccos": sp.acos,
             "arctan": sp.atan,
         }
         return functions[name](argument)
@@ -402,7 +438,7 @@ class MathLimits:
 
 
 def fraction_key(value: Fraction) -> str:
-    """"1/2", "-3", "1000": the canonical text of an exact rational."""
+    """ "1/2", "-3", "1000": the canonical text of an exact rational."""
     return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
 
 
@@ -412,7 +448,9 @@ _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
 _PLAIN_FRACTION = re.compile(r"([-+]?\d+)\s*/\s*(\d+)")
-_LATEX_FRACTION = re.compile(r"([-+]?)\\[dt]?frac\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}")
+_LATEX_FRACTION = re.compile(
+    r"([-+]?)\\[dt]?frac\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}"
+)
 _MIXED_NUMBER = re.compile(r"(\d+)\s*\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 _NUMBER_WITH_UNIT = re.compile(r"([-+]?[\d.,/]*\d)\s+([A-Za-z][A-Za-z .]+)")
 _ASSIGNMENT = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?\s*=\s*([^=]+)")
@@ -522,9 +560,7 @@ def math_key(answer: str, limits: MathLimits, symbolic: bool = True, depth: int 
     return re.sub(r"\s+", "", s).lower()
 
 
-_ANSWER_MARKER = re.compile(
-    r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)\s*:?|####", re.IGNORECASE
-)
+_ANSWER_MARKER = re.compile(r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)\s*:?|####", re.IGNORECASE)
 _INLINE_MATH = re.compile(r"\$([^$]+)\$|\\\((.+?)\\\)")
 _LAST_VALUE = re.compile(
     r"[-+]?\\[dt]?frac\s*\{[^{}]*\}\s*\{[^{}]*\}|[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[-+]?\d+(?:\.\d+)?(?:\s*/\s*\d+)?"
@@ -579,7 +615,9 @@ _MC_EXPLICIT = [
         r"\s*(?:is|would\s+be|will\s+be|:|=)?\s*:?\s*(?:option|choice|letter)?\s*\**\s*" + _LETTER + _END,
         re.IGNORECASE,
     ),
-    re.compile(r"(?:option|choice)\s*" + _LETTER + r"\s+is\s+(?:the\s+)?(?:correct|right|best)", re.IGNORECASE),
+    re.compile(
+        r"(?:option|choice)\s*" + _LETTER + r"\s+is\s+(?:the\s+)?(?:correct|right|best)", re.IGNORECASE
+    ),
 ]
 _MC_BARE = re.compile(r"\**\s*" + _LETTER + r"\s*[.):]?\s*\**")
 _MC_LEADING = re.compile(r"\**\s*(?:\(([A-J])\)|([A-J])[.):])\s+\S")
@@ -659,14 +697,18 @@ class CodeExtractor(AnswerExtractor):
         self.entry_point = entry_point or None
 
     def extract(self, text: str) -> str | None:
-        blocks = [m.group(2).strip("\n") for m in _FENCE.finditer(text) if m.group(1).lower() in _PYTHON_LABELS]
+        blocks = [
+            m.group(2).strip("\n") for m in _FENCE.finditer(text) if m.group(1).lower() in _PYTHON_LABELS
+        ]
         blocks = [b for b in blocks if b.strip()]
         if not blocks:
             program = text.strip("\n")
             return program if program.strip() else None
         candidates = [b for b in blocks if parses(b)] or blocks
         if self.entry_point:
-            definition = re.compile(rf"^\s*(?:async\s+)?def\s+{re.escape(self.entry_point)}\s*\(", re.MULTILINE)
+            definition = re.compile(
+                rf"^\s*(?:async\s+)?def\s+{re.escape(self.entry_point)}\s*\(", re.MULTILINE
+            )
             defining = [b for b in candidates if definition.search(b)]
             if defining:
                 return defining[-1]
