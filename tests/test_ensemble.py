@@ -158,6 +158,11 @@ async def test_all_models_failing_lists_them(status):
     assert "a:" in str(info.value) and "b:" in str(info.value) and set(info.value.failures) == {"a", "b"}
 
 
+def test_models_unavailable_says_a_shared_error_once():
+    error = ModelsUnavailable({"a": "UNAVAILABLE from pool: down", "b": "UNAVAILABLE from pool: down", "c": "NOT_FOUND"})
+    assert str(error) == "no routed model could answer (a, b: UNAVAILABLE from pool: down; c: NOT_FOUND)"
+
+
 async def test_invalid_argument_from_pool_is_not_retried_on_other_models():
     p, _, pool, _ = pipeline(["a", "b"], {"a": "1", "b": "2"}, fail={"a": "INVALID_ARGUMENT"})
     with pytest.raises(DependencyError) as info:
@@ -230,6 +235,7 @@ def test_strategies_and_allocation():
         ("Solve for x: 2x + 3 = 7.", "math"),
         ("Compute $\\frac{1}{2} + \\frac{1}{3}$.", "math"),
         ("How many legs do 3 spiders have?", "math"),
+        ("A garden measures 12 m by 30 m. Find its area in square metres.", "math"),
         ("def add(a, b):\n    \"\"\"Return the sum.\"\"\"\n", "code"),
         ("Write a Python function that reverses a list.", "code"),
         ("Fix this:\n```python\nprint(1\n```", "code"),

@@ -43,6 +43,7 @@ SERVICES: dict[str, ServiceEntry] = {
         "avengers.services.router.server:start_router_server",
         "query -> cluster -> ranked models, from the centroid store (port 50052)",
     ),
+    "gateway": ServiceEntry("avengers.config.gateway_service:GatewayServiceConfig", "avengers.services.gateway.server:start_gateway_server", "Ask/Feedback: embed -> route -> generate -> vote, response cache (port 50050)"),
     # One line per further service, e.g.:
     # "voter": ServiceEntry("avengers.config.voter_service:VoterServiceConfig",
     #                       "avengers.services.voter.server:start_voter_server", "majority voting (port 50053)"),

@@ -65,8 +65,11 @@ class ModelsUnavailable(Exception):
     """Every routed model failed; ``failures`` maps each model to its error."""
 
     def __init__(self, failures: dict[str, str]):
-        detail = "; ".join(f"{model}: {error}" for model, error in failures.items()) or "the route has no models"
-        super().__init__(f"no routed model could answer ({detail})")
+        by_error: dict[str, list[str]] = {}
+        for model, error in failures.items():
+            by_error.setdefault(error, []).append(model)
+        detail = "; ".join(f"{', '.join(models)}: {error}" for error, models in by_error.items())
+        super().__init__(f"no routed model could answer ({detail or 'the route has no models'})")
         self.failures = failures
 
 
@@ -404,7 +407,7 @@ class EnsemblePipeline:
                         raise
                     if deadline.expired:
                         raise DeadlineExceeded(f"deadline exceeded while {model.name} was generating") from exc
-                    failures[model.name] = f"{exc.status}: {exc.message}"
+                    failures[model.name] = f"{exc.status} from {exc.dependency}: {exc.message}"
                     log.warning("model %s failed (%s), trying the next routed model", model.name, exc)
             return None
 

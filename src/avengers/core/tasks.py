@@ -10,7 +10,8 @@ this order (the first that matches wins):
 3. **code** when the query holds a fenced block (```), a Python definition (``def f(``, ``class X:``) or asks
    to write/implement a function, program or script;
 4. **math** on math cues: LaTeX (``\\frac``, ``\\sqrt``, ``$...$``), an arithmetic expression between numbers
-   ("3 + 4", "2^5", "x = 7"), or a wording such as "how many", "calculate", "solve", "what is the value";
+   ("3 + 4", "2^5", "x = 7"), a wording such as "how many", "calculate", "solve", "what is the value", or two
+   numbers with a quantity word ("area", "total", "average", "cost", "left", ...);
 5. **free_text** otherwise.
 
 The names are those of :data:`avengers.core.answers.TASK_TYPES`.
@@ -43,6 +44,12 @@ _MATH_CUES = re.compile(
     r"remainder|area|probability)|sum\s+of|product\s+of|equation|remainder|divisible|integers?|percent)\b",
     re.IGNORECASE,
 )
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_QUANTITY_WORDS = re.compile(
+    r"\b(?:find|total|area|perimeter|volume|average|mean|difference|left|remain(?:s|ing)?|cost|price|speed|per|"
+    r"twice|half|times|percent(?:age)?)\b",
+    re.IGNORECASE,
+)
 
 DEFAULT_INSTRUCTIONS: dict[str, str] = {
     MATH: "Solve the problem. Think briefly, then finish with a line 'Answer: <final answer>'.",
@@ -67,7 +74,7 @@ def infer_task_type(query: str, *, tests: Sequence[str] = (), entry_point: str =
         return MULTIPLE_CHOICE
     if _CODE_CUES.search(query):
         return CODE
-    if _MATH_CUES.search(query):
+    if _MATH_CUES.search(query) or (len(_NUMBER.findall(query)) >= 2 and _QUANTITY_WORDS.search(query)):
         return MATH
     return FREE_TEXT
 

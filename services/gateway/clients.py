@@ -1,0 +1,169 @@
+"""gRPC adapters of the ensemble's client interfaces (:mod:`avengers.core.ensemble`).
+
+Each adapter turns a dependency's gRPC error into :class:`~avengers.core.ensemble.DependencyError` naming the
+dependency and its status, so the pipeline can fall back and the gateway can say which service failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from avengers.core.ensemble import (
+    Candidate,
+    DependencyError,
+    ModelPoolClient,
+    RankedModel,
+    RouteResult,
+    RouterClient,
+    Sample,
+    Sampling,
+    VoteOptions,
+    VoteOutcome,
+    VoterClient,
+)
+from avengers.services.gateway.protos import ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
+from avengers.v1 import (
+    common_pb2,
+    embedder_pb2,
+    embedder_pb2_grpc,
+    model_pool_pb2,
+    model_pool_pb2_grpc,
+    router_pb2,
+    router_pb2_grpc,
+    voter_pb2,
+    voter_pb2_grpc,
+)
+
+
+def open_channel(address: str, max_message_bytes: int) -> grpc.aio.Channel:
+    """An insecure channel to ``address`` with the service's message size limits."""
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
+    )
+
+
+def dependency_error(dependency: str, address: str, exc: grpc.aio.AioRpcError) -> DependencyError:
+    return DependencyError(f"{dependency} at {address}", exc.code().name, exc.details() or exc.code().name)
+
+
+class GrpcRouterClient(RouterClient):
+    """Router.Route with the query text (the router embeds it)."""
+
+    def __init__(self, channel: grpc.aio.Channel, address: str):
+        self.stub = router_pb2_grpc.RouterStub(channel)
+        self.address = address
+
+    async def route(self, query: str, *, top_n: int, strategy: str | None, timeout: float) -> RouteResult:
+        return await self._route(router_pb2.RouteRequest(query=query), top_n, strategy, timeout)
+
+    async def _route(
+        self, request: router_pb2.RouteRequest, top_n: int, strategy: str | None, timeout: float
+    ) -> RouteResult:
+        request.top_n = top_n
+        request.strategy = ROUTING_STRATEGY.value(strategy)
+        try:
+            response = await self.stub.Route(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise dependency_error("router", self.address, exc) from exc
+        return RouteResult(
+            cluster=response.cluster,
+            router_version=response.router_version,
+            models=tuple(RankedModel(m.model, m.score) for m in sorted(response.models, key=lambda m: m.rank)),
+        )
+
+
+class EmbeddingRouterClient(GrpcRouterClient):
+    """Embedder.Embed first, then Router.Route with the vector (``route_by: embedding``)."""
+
+    def __init__(self, channel: grpc.aio.Channel, address: str, embedder_channel: grpc.aio.Channel, embedder_address: str):
+        super().__init__(channel, address)
+        self.embedder = embedder_pb2_grpc.EmbedderStub(embedder_channel)
+        self.embedder_address = embedder_address
+
+    async def route(self, query: str, *, top_n: int, strategy: str | None, timeout: float) -> RouteResult:
+        try:
+            embedded = await self.embedder.Embed(embedder_pb2.EmbedRequest(texts=[query]), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise dependency_error("embedder", self.embedder_address, exc) from exc
+        request = router_pb2.RouteRequest(embedding=embedded.embeddings[0])
+        return await self._route(request, top_n, strategy, timeout)
+
+
+class GrpcModelPoolClient(ModelPoolClient):
+    """ModelPool.Generate, with the Ray Serve "application" metadata when configured."""
+
+    def __init__(self, channel: grpc.aio.Channel, address: str, application: str | None):
+        self.stub = model_pool_pb2_grpc.ModelPoolStub(channel)
+        self.address = address
+        self.metadata = (("application", application),) if application else None
+
+    async def generate(
+        self,
+        model: str,
+        messages: Sequence[tuple[str, str]],
+        sampling: Sampling,
+        *,
+        task_id: str,
+        request_id: str,
+        timeout: float,
+    ) -> list[Sample]:
+        params = common_pb2.SamplingParams(
+            n=sampling.n, temperature=sampling.temperature, max_tokens=sampling.max_tokens, stop=sampling.stop
+        )
+        if sampling.top_p is not None:
+            params.top_p = sampling.top_p
+        if sampling.seed is not None:
+            params.seed = sampling.seed
+        request = model_pool_pb2.GenerateRequest(
+            model=model,
+            messages=[model_pool_pb2.ChatMessage(role=role, content=content) for role, content in messages],
+            sampling=params,
+            request_id=request_id,
+            task_id=task_id,
+        )
+        try:
+            response = await self.stub.Generate(request, timeout=timeout, metadata=self.metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise dependency_error("model pool", self.address, exc) from exc
+        return [
+            Sample(model=model, index=s.index, text=s.text, finish_reason=s.finish_reason,
+                   completion_tokens=s.completion_tokens)
+            for s in response.samples
+        ]
+
+
+class GrpcVoterClient(VoterClient):
+    """Voter.Vote; the full VoteResponse is kept as the outcome's ``detail``."""
+
+    def __init__(self, channel: grpc.aio.Channel, address: str):
+        self.stub = voter_pb2_grpc.VoterStub(channel)
+        self.address = address
+
+    async def vote(
+        self, task_type: str, candidates: Sequence[Candidate], options: VoteOptions, *, timeout: float
+    ) -> VoteOutcome:
+        request = voter_pb2.VoteRequest(
+            task_type=TASK_TYPE.value(task_type),
+            candidates=[voter_pb2.Candidate(text=c.text, model=c.model, weight=c.weight) for c in candidates],
+            method=VOTE_METHOD.value(options.method),
+            tests=options.tests,
+            entry_point=options.entry_point,
+            switch_threshold=options.switch_threshold,
+        )
+        try:
+            response = await self.stub.Vote(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise dependency_error("voter", self.address, exc) from exc
+        return VoteOutcome(
+            answer=response.answer,
+            text=response.text,
+            agreement=response.agreement,
+            switched=response.switched,
+            detail=response,
+        )
