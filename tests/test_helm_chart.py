@@ -543,3 +543,21 @@ def test_model_pool_part_of_the_values_schema_is_generated_from_model_pool_confi
     model = schema["$defs"]["modelPool.ModelConfig"]
     assert model["additionalProperties"] is False
     assert set(model["properties"]) >= {"name", "backend", "model_id", "vllm", "replay", "autoscaling", "resources"}
+
+
+def test_every_value_is_in_the_docs_reference():
+    """docs/HELM.md documents every key of values.yaml down to the second level."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    doc = (ROOT / "docs" / "HELM.md").read_text()
+    reference = doc[doc.index("## Values reference") :]
+    passed_through = {"commonLabels", "podSecurityContext", "containerSecurityContext"}  # Kubernetes objects as they are
+    missing = []
+    for key, value in values.items():
+        prefix = "<service>" if key in SERVICES else key
+        subkeys = list(value) if isinstance(value, dict) and value and key not in passed_through else []
+        if not subkeys and f"`{key}`" not in reference:
+            missing.append(key)
+        for sub in subkeys:
+            if not re.search(rf"`{re.escape(prefix)}\.{re.escape(sub)}[`.\[]|`{re.escape(prefix)}\.[^`]*` / [^|]*`\.{re.escape(sub)}`", reference):
+                missing.append(f"{prefix}.{sub}")
+    assert not missing, f"undocumented values: {sorted(set(missing))}"
