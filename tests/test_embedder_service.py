@@ -15,6 +15,7 @@ from avengers.core.batching import BatcherClosed, BatcherOverloaded, MicroBatche
 from avengers.core.embedding import HashingEmbedder, create_embedder
 from avengers.services.embedder.server import start_embedder_server
 from avengers.v1 import embedder_pb2, embedder_pb2_grpc
+from serve_process import start_serve, stop_serve
 
 HASHING = EmbeddingConfig(backend="hashing", dimension=32, max_text_chars=200)
 
@@ -204,3 +205,20 @@ async def test_batcher_queue_bound_counts_items():
     release.set()
     assert await first == [1, 2] and await queued == [3, 4]
     await batcher.close()
+
+
+async def test_avengers_serve_embedder(tmp_path):
+    (tmp_path / "embedder.yaml").write_text(
+        "embedding:\n  backend: hashing\n  dimension: 32\nbatching:\n  max_batch: 4\n"
+    )
+    process, port = await start_serve(
+        "embedder", "--port", "0", "--host", "127.0.0.1", "--config", str(tmp_path / "embedder.yaml")
+    )
+    try:
+        response = await call(port, ["served by the command"])
+        assert (response.model, response.dimension) == ("hashing-32", 32)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(port, ["t"] * 5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        assert await stop_serve(process) == 0

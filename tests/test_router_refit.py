@@ -120,7 +120,7 @@ async def test_on_demand_reload_through_several_refits(tmp_path, monkeypatch):
     try:
         for artifact in fits[1:]:
             before = sum(map(len, answers))
-            await wait_until(lambda: sum(map(len, answers)) >= before + 50, "traffic")
+            await wait_until(lambda before=before: sum(map(len, answers)) >= before + 50, "traffic")
             with create_store(store_config) as store:
                 await asyncio.to_thread(store.publish_and_activate, artifact)
             result = await router.reload()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 
 import grpc
@@ -20,6 +21,7 @@ from avengers.services.router.server import start_router_server
 from avengers.stores import create_store
 from avengers.v1 import common_pb2, router_pb2, router_pb2_grpc
 from routing_data import fit_test_router
+from serve_process import start_serve, stop_serve
 
 NEAREST, SOFT = router_pb2.ROUTING_STRATEGY_NEAREST, router_pb2.ROUTING_STRATEGY_SOFT
 QUERIES = {
@@ -316,3 +318,29 @@ async def test_polling_picks_up_a_new_version(tmp_path, hashing, hashing_router,
         await client.channel.close()
         await router.stop(0)
 
+
+
+async def test_avengers_serve_router_reloads_on_sighup(tmp_path, hashing, hashing_router, monkeypatch):
+    monkeypatch.delenv("AVENGERS_EMBEDDER_ADDR", raising=False)
+    publish(tmp_path, hashing_router)
+    (tmp_path / "router.yaml").write_text(
+        f"router:\n  store:\n    qdrant_path: {tmp_path / 'qdrant'}\n  poll_interval_seconds: 0\n"
+    )
+    process, port = await start_serve(
+        "router", "--port", "0", "--host", "127.0.0.1", "--config", str(tmp_path / "router.yaml"), "--config-key", "router"
+    )
+    client = Client(port)
+    try:
+        assert (await client.info()).router_version == hashing_router.version
+        newer = fit_test_router(hashing, k=2, seed=5)
+        publish(tmp_path, newer)  # the serving process lets go of the embedded store between reloads
+        assert (await client.info()).router_version == hashing_router.version  # no polling: still the old one
+        process.send_signal(signal.SIGHUP)
+        for _ in range(300):  # bounded: about 30 s at most
+            if (await client.info()).router_version == newer.version:
+                break
+            await asyncio.sleep(0.1)
+        assert (await client.route(query="What is 2 plus 2?")).router_version == newer.version
+    finally:
+        await client.channel.close()
+        assert await stop_serve(process) == 0
