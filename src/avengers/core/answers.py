@@ -427,7 +427,7 @@ class MathLimits:
     """Most tokens/operations in one expression."""
     max_exponent: float = 1000
     """Largest |exponent| of a power or of scientific notation."""
-    max_digits: float = 5000
+    max_digits: float = 1000
     """Largest number of decimal digits a numeric power may produce."""
     max_digits_literal: int = 60
     """Longest number literal."""
@@ -435,6 +435,10 @@ class MathLimits:
     """Largest n in n!."""
     max_simplify_ops: int = 60
     """Expressions with more operations are only expanded, not simplified."""
+
+
+MAX_NUMBER_CHARS = 1000
+"""Longer numeric answers compare as text (Python refuses to convert huge digit strings)."""
 
 
 def fraction_key(value: Fraction) -> str:
@@ -480,6 +484,8 @@ def clean_math(answer: str) -> str:
 
 def exact_number(s: str) -> Fraction | None:
     """The exact value of a plain numeric answer (integer, decimal, thousands, a/b, \\frac, mixed)."""
+    if len(s) > MAX_NUMBER_CHARS:
+        return None
     if _THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
     if _DECIMAL.fullmatch(s):
@@ -686,7 +692,7 @@ def parses(program: str) -> bool:
 
 @register_extractor("code")
 class CodeExtractor(AnswerExtractor):
-    """The program in a text: a fenced Python block, else the raw text.
+    """The program in a text: a fenced Python block, else the raw text when it parses as Python.
 
     Among fenced blocks (```python, ```py or unlabelled; an unclosed final fence counts), those that
     parse are preferred; with an ``entry_point``, the last block defining it wins; otherwise the longest
@@ -701,9 +707,9 @@ class CodeExtractor(AnswerExtractor):
             m.group(2).strip("\n") for m in _FENCE.finditer(text) if m.group(1).lower() in _PYTHON_LABELS
         ]
         blocks = [b for b in blocks if b.strip()]
-        if not blocks:
+        if not blocks:  # raw text: a program only if it parses (prose abstains)
             program = text.strip("\n")
-            return program if program.strip() else None
+            return program if program.strip() and parses(program) else None
         candidates = [b for b in blocks if parses(b)] or blocks
         if self.entry_point:
             definition = re.compile(
