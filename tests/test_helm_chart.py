@@ -191,7 +191,10 @@ def test_every_service_has_a_deployment_and_a_service_on_its_port(reports, varia
         assert svc_ports["metrics"]["port"] == values["metrics"]["port"]
         # The config file the command reads is the service's ConfigMap, mounted at /etc/avengers.
         configmap = r.get("ConfigMap", name).doc
-        assert yaml.safe_load(configmap["data"][f"{service}.yaml"]) == values[service]["config"]
+        config = yaml.safe_load(configmap["data"][f"{service}.yaml"])
+        if service == "gateway":  # the chart tells the gateway the model pool's Serve application name
+            assert config.pop("downstream") == {"model_pool_application": values["modelPool"]["appName"]}
+        assert config == values[service]["config"]
 
 
 def test_default_ports_and_addresses_follow_the_architecture(reports):
@@ -203,7 +206,8 @@ def test_default_ports_and_addresses_follow_the_architecture(reports):
     assert env["AVENGERS_VOTER_ADDR"]["value"] == f"{RELEASE}-voter:50053"
     # KubeRay names the RayService's serve Service "<name>-serve-svc" and exposes the head port named "serve".
     assert env["AVENGERS_MODEL_POOL_ADDR"]["value"] == f"{RELEASE}-model-pool-serve-svc:9000"
-    assert env["AVENGERS_MODEL_POOL_APPLICATION"]["value"] == "model_pool"
+    gateway_config = yaml.safe_load(r.get("ConfigMap", f"{RELEASE}-gateway").doc["data"]["gateway.yaml"])
+    assert gateway_config["downstream"]["model_pool_application"] == "model_pool"
     assert env["QDRANT_URL"]["value"] == f"http://{RELEASE}-qdrant:6333"
     assert env["REDIS_URL"]["value"] == f"redis://:$(REDIS_PASSWORD)@{RELEASE}-redis:6379/0"
     head = r.get("RayService", f"{RELEASE}-model-pool").doc["spec"]["rayClusterConfig"]["headGroupSpec"]
@@ -561,3 +565,15 @@ def test_every_value_is_in_the_docs_reference():
             if not re.search(rf"`{re.escape(prefix)}\.{re.escape(sub)}[`.\[]|`{re.escape(prefix)}\.[^`]*` / [^|]*`\.{re.escape(sub)}`", reference):
                 missing.append(f"{prefix}.{sub}")
     assert not missing, f"undocumented values: {sorted(set(missing))}"
+
+
+def test_gateway_config_follows_the_pool_application_name_unless_set():
+    def gateway_config(overrides):
+        return yaml.safe_load(render(overrides).get("ConfigMap", f"{RELEASE}-gateway").doc["data"]["gateway.yaml"])
+
+    config = gateway_config({"modelPool": {"appName": "pool_b"}, "gateway": {"config": {"downstream": {"route_by": "embedding"}}}})
+    assert config["downstream"] == {"route_by": "embedding", "model_pool_application": "pool_b"}
+    config = gateway_config({"gateway": {"config": {"downstream": {"model_pool_application": "elsewhere"}}}})
+    assert config["downstream"]["model_pool_application"] == "elsewhere"
+    rayservice = render({"modelPool": {"appName": "pool_b"}}).get("RayService", f"{RELEASE}-model-pool")
+    assert chart_check.serve_config(rayservice)["applications"][0]["name"] == "pool_b"

@@ -21,7 +21,12 @@ grpc:
 {{- $component := .component }}
 {{- $v := index $root.Values $component }}
 {{- $name := include "avengers.componentName" . }}
-{{- $configYaml := $v.config | toYaml }}
+{{- $config := deepCopy $v.config }}
+{{- if eq $component "gateway" }}
+{{- /* The gateway calls the model pool with the Serve application name the pool runs under (unless set). */}}
+{{- $config = merge $config (dict "downstream" (dict "model_pool_application" $root.Values.modelPool.appName)) }}
+{{- end }}
+{{- $configYaml := $config | toYaml }}
 apiVersion: v1
 kind: ConfigMap
 metadata:

@@ -160,8 +160,6 @@ app.kubernetes.io/part-of: avengers
   value: {{ include "avengers.serviceAddr" (dict "root" . "component" "voter") | quote }}
 - name: AVENGERS_MODEL_POOL_ADDR
   value: {{ include "avengers.modelPoolAddr" . | quote }}
-- name: AVENGERS_MODEL_POOL_APPLICATION
-  value: {{ .Values.modelPool.appName | quote }}
 {{ include "avengers.qdrantEnv" . }}
 {{ include "avengers.redisEnv" . }}
 - name: AVENGERS_LOG_LEVEL
