@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 
@@ -97,16 +98,25 @@ class Client:
         return err.value.code(), err.value.details()
 
 
+@contextlib.asynccontextmanager
+async def serving_router(config: RouterServiceConfig):
+    """A router service on a free port and a client for it; both closed on exit."""
+    router = await start_router_server(config, "127.0.0.1:0")
+    client = Client(router.port)
+    try:
+        yield router, client
+    finally:
+        await client.channel.close()
+        await router.stop(0)
+
+
 @pytest.fixture
 async def minilm_stack(tmp_path, minilm, minilm_router, monkeypatch):
     """Embedder service (MiniLM) + router service reading the published MiniLM router."""
     publish(tmp_path, minilm_router)
     embedder = await start_embedder_server(address="127.0.0.1:0", embedder=minilm)
-    router = await start_router_server(router_config(tmp_path, f"127.0.0.1:{embedder.port}"), "127.0.0.1:0")
-    client = Client(router.port)
-    yield router, client
-    await client.channel.close()
-    await router.stop(0)
+    async with serving_router(router_config(tmp_path, f"127.0.0.1:{embedder.port}")) as stack:
+        yield stack
     await embedder.stop(0)
 
 
@@ -206,46 +216,36 @@ async def test_bad_input_is_invalid_argument(minilm_stack, minilm):
 
 async def test_embedder_down_is_unavailable_but_embeddings_still_route(tmp_path, minilm, minilm_router):
     publish(tmp_path, minilm_router)
-    router = await start_router_server(router_config(tmp_path, f"127.0.0.1:{free_port()}"), "127.0.0.1:0")
-    client = Client(router.port)
-    try:
+    async with serving_router(router_config(tmp_path, f"127.0.0.1:{free_port()}")) as (_, client):
         code, details = await client.status_of(query=QUERIES["model-math"])
         assert code == grpc.StatusCode.UNAVAILABLE and "Embedder service" in details
         response = await client.route(embedding=vector(minilm.encode([QUERIES["model-math"]])[0]))
         assert response.models[0].model == "model-math"
-    finally:
-        await client.channel.close()
-        await router.stop(0)
 
 
 async def test_store_unavailable_keeps_serving_last_snapshot(tmp_path, hashing, hashing_router, monkeypatch):
     monkeypatch.delenv("AVENGERS_EMBEDDER_ADDR", raising=False)
     publish(tmp_path, hashing_router)
-    router = await start_router_server(router_config(tmp_path, embedded_lock_wait_seconds=0.2), "127.0.0.1:0")
-    client = Client(router.port)
-    holder = QdrantClient(path=str(tmp_path / "qdrant"))  # another process holds the embedded store
-    try:
+    async with serving_router(router_config(tmp_path, embedded_lock_wait_seconds=0.2)) as (router, client):
+        holder = QdrantClient(path=str(tmp_path / "qdrant"))  # another process holds the embedded store
+        try:
+            result = await router.reload()
+            assert result.version == hashing_router.version and not result.changed
+            assert "held by another process" in result.error
+            response = await client.route(query=QUERIES["model-math"])  # in-process hashing embedder
+            assert response.router_version == hashing_router.version
+            assert response.models[0].model == best_model(hashing_router, hashing, QUERIES["model-math"])
+            assert (await client.info()).router_version == hashing_router.version
+            assert await client.health() == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            holder.close()
         result = await router.reload()
-        assert result.version == hashing_router.version and not result.changed
-        assert "held by another process" in result.error
-        response = await client.route(query=QUERIES["model-math"])  # in-process hashing embedder
-        assert response.router_version == hashing_router.version
-        assert response.models[0].model == best_model(hashing_router, hashing, QUERIES["model-math"])
-        assert (await client.info()).router_version == hashing_router.version
-        assert await client.health() == health_pb2.HealthCheckResponse.SERVING
-    finally:
-        holder.close()
-    result = await router.reload()
-    assert result.error is None and result.version == hashing_router.version
-    await client.channel.close()
-    await router.stop(0)
+        assert result.error is None and result.version == hashing_router.version
 
 
-async def test_unreachable_store_at_start_then_recovers(tmp_path, hashing, hashing_router, monkeypatch):
+async def test_no_router_at_start_then_recovers(tmp_path, hashing, hashing_router, monkeypatch):
     monkeypatch.delenv("AVENGERS_EMBEDDER_ADDR", raising=False)
-    router = await start_router_server(router_config(tmp_path), "127.0.0.1:0")  # empty store: nothing active
-    client = Client(router.port)
-    try:
+    async with serving_router(router_config(tmp_path)) as (router, client):  # empty store: nothing active
         assert await client.health() == health_pb2.HealthCheckResponse.NOT_SERVING
         code, details = await client.status_of(query="anything")
         assert code == grpc.StatusCode.UNAVAILABLE and "no router is active" in details
@@ -258,19 +258,14 @@ async def test_unreachable_store_at_start_then_recovers(tmp_path, hashing, hashi
         assert await client.health() == health_pb2.HealthCheckResponse.SERVING
         response = await client.route(query=QUERIES["model-code"])
         assert response.models[0].model == best_model(hashing_router, hashing, QUERIES["model-code"])
-    finally:
-        await client.channel.close()
-        await router.stop(0)
 
+
+async def test_unreachable_qdrant_server_at_start():
     dead = RouterServiceConfig(store=StoreConfig(qdrant_url=f"http://127.0.0.1:{free_port()}", timeout_seconds=2))
-    router = await start_router_server(dead, "127.0.0.1:0")
-    client = Client(router.port)
-    try:
+    async with serving_router(dead) as (_, client):
+        assert await client.health() == health_pb2.HealthCheckResponse.NOT_SERVING
         code, details = await client.status_of(query="anything")
         assert code == grpc.StatusCode.UNAVAILABLE and "cannot check the active router" in details
-    finally:
-        await client.channel.close()
-        await router.stop(0)
 
 
 async def test_embedder_mismatch(tmp_path, minilm, minilm_router, hashing_router):
@@ -278,46 +273,42 @@ async def test_embedder_mismatch(tmp_path, minilm, minilm_router, hashing_router
     version whose embedder does not match is not swapped in over a working one."""
     publish(tmp_path, hashing_router)
     embedder = await start_embedder_server(address="127.0.0.1:0", embedder=minilm)
-    router = await start_router_server(router_config(tmp_path, f"127.0.0.1:{embedder.port}"), "127.0.0.1:0")
-    client = Client(router.port)
     try:
-        code, details = await client.status_of(query=QUERIES["model-math"])
-        assert code == grpc.StatusCode.FAILED_PRECONDITION and "hashing-64" in details and "all-MiniLM" in details
-        assert (await client.route(embedding=vector(np.ones(64)))).router_version == hashing_router.version
+        async with serving_router(router_config(tmp_path, f"127.0.0.1:{embedder.port}")) as (router, client):
+            code, details = await client.status_of(query=QUERIES["model-math"])
+            assert code == grpc.StatusCode.FAILED_PRECONDITION and "hashing-64" in details and "all-MiniLM" in details
+            assert (await client.route(embedding=vector(np.ones(64)))).router_version == hashing_router.version
 
-        publish(tmp_path, minilm_router)
-        assert (await router.reload()).version == minilm_router.version  # matches the embedder: swapped in
-        assert (await client.route(query=QUERIES["model-math"])).models[0].model == "model-math"
+            publish(tmp_path, minilm_router)
+            assert (await router.reload()).version == minilm_router.version  # matches the embedder: swapped in
+            assert (await client.route(query=QUERIES["model-math"])).models[0].model == "model-math"
 
-        publish(tmp_path, hashing_router)  # back to a mismatching one: refused, the working one stays
-        result = await router.reload()
-        assert result.version == minilm_router.version and "not served" in result.error
-        response = await client.route(query=QUERIES["model-math"])
-        assert response.router_version == minilm_router.version
+            publish(tmp_path, hashing_router)  # back to a mismatching one: refused, the working one stays
+            result = await router.reload()
+            assert result.version == minilm_router.version and "not served" in result.error
+            response = await client.route(query=QUERIES["model-math"])
+            assert response.router_version == minilm_router.version
     finally:
-        await client.channel.close()
-        await router.stop(0)
         await embedder.stop(0)
+
+
+async def wait_for_version(client: Client, version: str) -> None:
+    for _ in range(300):  # bounded: about 30 s at most
+        if (await client.info()).router_version == version:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the router never served {version}")
 
 
 async def test_polling_picks_up_a_new_version(tmp_path, hashing, hashing_router, monkeypatch):
     monkeypatch.delenv("AVENGERS_EMBEDDER_ADDR", raising=False)
     publish(tmp_path, hashing_router)
     config = router_config(tmp_path).model_copy(update={"poll_interval_seconds": 0.1})
-    router = await start_router_server(config, "127.0.0.1:0")
-    client = Client(router.port)
-    try:
+    async with serving_router(config) as (_, client):
         newer = fit_test_router(hashing, k=4, seed=3)
         publish(tmp_path, newer)
-        for _ in range(300):  # bounded: about 30 s at most
-            if (await client.info()).router_version == newer.version:
-                break
-            await asyncio.sleep(0.1)
+        await wait_for_version(client, newer.version)
         assert (await client.route(query="Solve for x: 3x + 2 = 11")).router_version == newer.version
-    finally:
-        await client.channel.close()
-        await router.stop(0)
-
 
 
 async def test_avengers_serve_router_reloads_on_sighup(tmp_path, hashing, hashing_router, monkeypatch):
@@ -336,10 +327,7 @@ async def test_avengers_serve_router_reloads_on_sighup(tmp_path, hashing, hashin
         publish(tmp_path, newer)  # the serving process lets go of the embedded store between reloads
         assert (await client.info()).router_version == hashing_router.version  # no polling: still the old one
         process.send_signal(signal.SIGHUP)
-        for _ in range(300):  # bounded: about 30 s at most
-            if (await client.info()).router_version == newer.version:
-                break
-            await asyncio.sleep(0.1)
+        await wait_for_version(client, newer.version)
         assert (await client.route(query="What is 2 plus 2?")).router_version == newer.version
     finally:
         await client.channel.close()
