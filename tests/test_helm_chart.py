@@ -121,7 +121,11 @@ def test_variant_lints_renders_and_validates_without_errors(reports, variant):
 def test_standard_kinds_pass_kubernetes_validate_for_every_supported_version(reports, variant):
     import kubernetes_validate
 
-    standard = [m for m in rendered(reports, variant).manifests if (m.api_version, m.kind) not in chart_check.CRD_SCHEMAS]
+    standard = [
+        m
+        for m in rendered(reports, variant).manifests
+        if (m.api_version, m.kind) not in chart_check.CRD_SCHEMAS
+    ]
     assert {m.kind for m in standard} >= {"Deployment", "Service", "ConfigMap", "ServiceAccount", "Job"}
     for version in chart_check.default_kube_versions():
         for manifest in standard:
@@ -138,7 +142,9 @@ def test_validators_reject_broken_objects(reports):
     assert errors and "readinessProbe" in errors[0]
 
     rayservice = copy.deepcopy(r.get("RayService", f"{RELEASE}-model-pool").doc)
-    rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["gpus"] = 1
+    rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0][
+        "gpus"
+    ] = 1
     rayservice["spec"]["rayClusterConfig"]["autoscalerOptions"]["upscalingMode"] = "Fast"
     _, errors = chart_check.validate_manifest(Manifest("t", rayservice), versions)
     assert any("containers.0" in e and "gpus" in e for e in errors)
@@ -160,14 +166,22 @@ def test_serve_config_check_rejects_bad_args_and_unknown_servicer(reports):
     config["applications"][0]["args"]["models"][0]["backend"] = "tgi"
     config["grpc_options"]["grpc_servicer_functions"].append("avengers.v1.nothing_pb2_grpc.add_X_to_server")
     rayservice["spec"]["serveConfigV2"] = yaml.safe_dump(config)
-    messages = [f.message for f in chart_check.validate_serve_config(Manifest("t", rayservice)) if f.severity == "error"]
+    messages = [
+        f.message
+        for f in chart_check.validate_serve_config(Manifest("t", rayservice))
+        if f.severity == "error"
+    ]
     assert any("not a valid ModelPoolConfig" in m and "backend" in m for m in messages)
     assert any("nothing_pb2_grpc" in m for m in messages)
 
 
 def test_check_chart_script_passes_every_variant():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "check_chart.py")], capture_output=True, text=True, timeout=300
+        [sys.executable, str(ROOT / "scripts" / "check_chart.py")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"check_chart: {len(VARIANTS)} passed, 0 failed" in result.stdout
@@ -184,7 +198,14 @@ def test_every_service_has_a_deployment_and_a_service_on_its_port(reports, varia
         port = values[service]["port"]
         name = f"{RELEASE}-{service}"
         (container,) = containers(r.get("Deployment", name))
-        assert container["args"] == ["serve", service, "--port", str(port), "--config", f"/etc/avengers/{service}.yaml"]
+        assert container["args"] == [
+            "serve",
+            service,
+            "--port",
+            str(port),
+            "--config",
+            f"/etc/avengers/{service}.yaml",
+        ]
         assert {"name": "grpc", "containerPort": port, "protocol": "TCP"} in container["ports"]
         svc_ports = {p["name"]: p for p in r.get("Service", name).doc["spec"]["ports"]}
         assert svc_ports["grpc"]["port"] == port and svc_ports["grpc"]["appProtocol"] == "grpc"
@@ -250,12 +271,17 @@ def test_replicas_and_hpa_bounds(reports, variant_values):
         bounds = variant_values["default"][service]["autoscaling"]
         assert (hpa["minReplicas"], hpa["maxReplicas"]) == (bounds["minReplicas"], bounds["maxReplicas"])
         assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
-        assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == bounds["targetCPUUtilizationPercentage"]
+        assert (
+            hpa["metrics"][0]["resource"]["target"]["averageUtilization"]
+            == bounds["targetCPUUtilizationPercentage"]
+        )
         # The HPA owns the replica count.
         assert "replicas" not in default.get("Deployment", name).doc["spec"]
         assert default.get("PodDisruptionBudget", name).doc["spec"]["maxUnavailable"] == 1
 
-    gateway_hpa = rendered(reports, "gpu-multi").get("HorizontalPodAutoscaler", f"{RELEASE}-gateway").doc["spec"]
+    gateway_hpa = (
+        rendered(reports, "gpu-multi").get("HorizontalPodAutoscaler", f"{RELEASE}-gateway").doc["spec"]
+    )
     assert (gateway_hpa["minReplicas"], gateway_hpa["maxReplicas"]) == (3, 20)
     assert [m["resource"]["name"] for m in gateway_hpa["metrics"]] == ["cpu", "memory"]
     pdb = rendered(reports, "gpu-multi").get("PodDisruptionBudget", f"{RELEASE}-gateway").doc["spec"]
@@ -333,7 +359,10 @@ def test_gpu_multi_pool_serves_several_vllm_models_on_gpu_worker_groups(reports)
     cluster = r.get("RayService", f"{RELEASE}-model-pool").doc["spec"]["rayClusterConfig"]
     assert cluster["enableInTreeAutoscaling"] is True
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
-    assert {name: (g["minReplicas"], g["maxReplicas"]) for name, g in groups.items()} == {"gpu-1x": (2, 9), "gpu-2x": (1, 2)}
+    assert {name: (g["minReplicas"], g["maxReplicas"]) for name, g in groups.items()} == {
+        "gpu-1x": (2, 9),
+        "gpu-2x": (1, 2),
+    }
     for name, gpus in {"gpu-1x": "1", "gpu-2x": "2"}.items():
         (worker,) = groups[name]["template"]["spec"]["containers"]
         assert worker["resources"]["limits"]["nvidia.com/gpu"] == gpus
@@ -363,8 +392,13 @@ def test_replay_pool_needs_no_gpu(reports):
 
 
 def test_models_that_cannot_fit_on_the_gpu_workers_fail_the_render():
-    big = {"name": "big", "backend": "vllm", "model_id": "x/y", "resources": {"num_gpus": 4},
-           "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
+    big = {
+        "name": "big",
+        "backend": "vllm",
+        "model_id": "x/y",
+        "resources": {"num_gpus": 4},
+        "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+    }
     with pytest.raises(ValueError, match="need 4 GPUs .* at most 2"):
         render({"modelPool": {"models": [big]}})
 
@@ -378,7 +412,9 @@ def test_external_model_pool_qdrant_and_redis():
         }
     )
     assert not r.of_kind("RayService") and not r.of_kind("StatefulSet")
-    assert [m.name for m in r.of_kind("Deployment")] == [f"{RELEASE}-{s}" for s in ("embedder", "gateway", "router", "voter")]
+    assert [m.name for m in r.of_kind("Deployment")] == [
+        f"{RELEASE}-{s}" for s in ("embedder", "gateway", "router", "voter")
+    ]
     env = env_of(containers(r.get("Deployment", f"{RELEASE}-router"))[0])
     assert env["AVENGERS_MODEL_POOL_ADDR"]["value"] == "pool.models.svc:9000"
     assert env["QDRANT_URL"]["value"] == "https://qdrant.example:6333"
@@ -394,11 +430,14 @@ def test_in_chart_qdrant_is_a_statefulset_with_a_volume_and_redis_a_cache(report
     r = rendered(reports, "default")
     qdrant = r.get("StatefulSet", f"{RELEASE}-qdrant").doc["spec"]
     (claim,) = qdrant["volumeClaimTemplates"]
-    assert claim["metadata"]["name"] == "storage" and claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert (
+        claim["metadata"]["name"] == "storage" and claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    )
     (container,) = qdrant["template"]["spec"]["containers"]
     assert {"name": "storage", "mountPath": "/qdrant/storage"} in container["volumeMounts"]
     assert env_of(container)["QDRANT__SERVICE__API_KEY"]["valueFrom"]["secretKeyRef"] == {
-        "name": "avengers-qdrant", "key": "api-key"
+        "name": "avengers-qdrant",
+        "key": "api-key",
     }
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     (redis,) = containers(r.get("Deployment", f"{RELEASE}-redis"))
@@ -407,7 +446,10 @@ def test_in_chart_qdrant_is_a_statefulset_with_a_volume_and_redis_a_cache(report
 
 
 def test_router_publish_job_reads_the_router_from_a_volume(reports):
-    for variant, path in {"default": "/var/lib/avengers/router-source", "replay": "/var/lib/avengers/router-source/routers/k16"}.items():
+    for variant, path in {
+        "default": "/var/lib/avengers/router-source",
+        "replay": "/var/lib/avengers/router-source/routers/k16",
+    }.items():
         job = rendered(reports, variant).get("Job", f"{RELEASE}-router-publish").doc
         assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
         pod = job["spec"]["template"]["spec"]
@@ -452,10 +494,16 @@ def secret_literals(node: Any, where: str = "") -> list[str]:
 
 
 def test_secret_literal_finder_finds_literals():
-    assert secret_literals({"env": [{"name": "X", "value": "redis://:hunter2@redis:6379"}]}) == [".env[0].value"]
+    assert secret_literals({"env": [{"name": "X", "value": "redis://:hunter2@redis:6379"}]}) == [
+        ".env[0].value"
+    ]
     assert secret_literals({"args": ["--requirepass", "hunter2"]}) == [".args[1]"]
-    assert secret_literals({"data": {"a.yaml": "store:\n  qdrant_api_key: abc\n"}}) == [".data.store.qdrant_api_key"]
-    assert secret_literals({"args": ["--requirepass", "$(REDIS_PASSWORD)"], "url": "redis://:$(P)@r:6379"}) == []
+    assert secret_literals({"data": {"a.yaml": "store:\n  qdrant_api_key: abc\n"}}) == [
+        ".data.store.qdrant_api_key"
+    ]
+    assert (
+        secret_literals({"args": ["--requirepass", "$(REDIS_PASSWORD)"], "url": "redis://:$(P)@r:6379"}) == []
+    )
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -478,7 +526,8 @@ def test_secrets_are_referenced_never_inlined(reports, variant):
 def test_redis_url_can_come_whole_from_a_secret(reports):
     env = env_of(containers(rendered(reports, "replay").get("Deployment", f"{RELEASE}-gateway"))[0])
     assert env["REDIS_URL"] == {
-        "name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "avengers-redis-url", "key": "redis-url"}}
+        "name": "REDIS_URL",
+        "valueFrom": {"secretKeyRef": {"name": "avengers-redis-url", "key": "redis-url"}},
     }
     assert "REDIS_PASSWORD" not in env
 
@@ -494,7 +543,9 @@ def test_service_monitor_only_when_enabled(reports, variant_values):
     (monitor,) = r.of_kind("ServiceMonitor")
     assert monitor.doc["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     (endpoint,) = monitor.doc["spec"]["endpoints"]
-    assert endpoint["port"] == "metrics" and endpoint["path"] == variant_values["gpu-multi"]["metrics"]["path"]
+    assert (
+        endpoint["port"] == "metrics" and endpoint["path"] == variant_values["gpu-multi"]["metrics"]["path"]
+    )
     expression = monitor.doc["spec"]["selector"]["matchExpressions"][0]
     assert sorted(expression["values"]) == sorted(SERVICES)
     (pod_monitor,) = r.of_kind("PodMonitor")
@@ -516,8 +567,18 @@ def test_service_monitor_only_when_enabled(reports, variant_values):
         ({"gatway": {"replicas": 1}}, "gatway"),
         ({"logLevel": "LOUD"}, "/logLevel"),
         ({"modelPool": {"models": []}}, "/modelPool/models"),
-        ({"modelPool": {"models": [{"name": "m", "backend": "tgi", "model_id": "x"}]}}, "/modelPool/models/0/backend"),
-        ({"modelPool": {"models": [{"name": "m", "backend": "vllm", "model_id": "x", "vllm": {"gpu_mem": 1}}]}}, "gpu_mem"),
+        (
+            {"modelPool": {"models": [{"name": "m", "backend": "tgi", "model_id": "x"}]}},
+            "/modelPool/models/0/backend",
+        ),
+        (
+            {
+                "modelPool": {
+                    "models": [{"name": "m", "backend": "vllm", "model_id": "x", "vllm": {"gpu_mem": 1}}]
+                }
+            },
+            "gpu_mem",
+        ),
         ({"modelPool": {"extraArgs": {"app_name": "other"}}}, "app_name"),
         ({"modelPool": {"enabled": False}}, "externalAddr"),
         ({"qdrant": {"enabled": False}}, "/qdrant"),
@@ -546,7 +607,15 @@ def test_model_pool_part_of_the_values_schema_is_generated_from_model_pool_confi
     schema = json.loads((CHART / "values.schema.json").read_text())
     model = schema["$defs"]["modelPool.ModelConfig"]
     assert model["additionalProperties"] is False
-    assert set(model["properties"]) >= {"name", "backend", "model_id", "vllm", "replay", "autoscaling", "resources"}
+    assert set(model["properties"]) >= {
+        "name",
+        "backend",
+        "model_id",
+        "vllm",
+        "replay",
+        "autoscaling",
+        "resources",
+    }
 
 
 def test_every_value_is_in_the_docs_reference():
@@ -554,7 +623,11 @@ def test_every_value_is_in_the_docs_reference():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     doc = (ROOT / "docs" / "HELM.md").read_text()
     reference = doc[doc.index("## Values reference") :]
-    passed_through = {"commonLabels", "podSecurityContext", "containerSecurityContext"}  # Kubernetes objects as they are
+    passed_through = {
+        "commonLabels",
+        "podSecurityContext",
+        "containerSecurityContext",
+    }  # Kubernetes objects as they are
     missing = []
     for key, value in values.items():
         prefix = "<service>" if key in SERVICES else key
@@ -562,16 +635,23 @@ def test_every_value_is_in_the_docs_reference():
         if not subkeys and f"`{key}`" not in reference:
             missing.append(key)
         for sub in subkeys:
-            if not re.search(rf"`{re.escape(prefix)}\.{re.escape(sub)}[`.\[]|`{re.escape(prefix)}\.[^`]*` / [^|]*`\.{re.escape(sub)}`", reference):
+            if not re.search(
+                rf"`{re.escape(prefix)}\.{re.escape(sub)}[`.\[]|`{re.escape(prefix)}\.[^`]*` / [^|]*`\.{re.escape(sub)}`",
+                reference,
+            ):
                 missing.append(f"{prefix}.{sub}")
     assert not missing, f"undocumented values: {sorted(set(missing))}"
 
 
 def test_gateway_config_follows_the_pool_application_name_unless_set():
     def gateway_config(overrides):
-        return yaml.safe_load(render(overrides).get("ConfigMap", f"{RELEASE}-gateway").doc["data"]["gateway.yaml"])
+        return yaml.safe_load(
+            render(overrides).get("ConfigMap", f"{RELEASE}-gateway").doc["data"]["gateway.yaml"]
+        )
 
-    config = gateway_config({"modelPool": {"appName": "pool_b"}, "gateway": {"config": {"downstream": {"route_by": "embedding"}}}})
+    config = gateway_config(
+        {"modelPool": {"appName": "pool_b"}, "gateway": {"config": {"downstream": {"route_by": "embedding"}}}}
+    )
     assert config["downstream"] == {"route_by": "embedding", "model_pool_application": "pool_b"}
     config = gateway_config({"gateway": {"config": {"downstream": {"model_pool_application": "elsewhere"}}}})
     assert config["downstream"]["model_pool_application"] == "elsewhere"

@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
 
 CI_VALUES_SUFFIX = "-values.yaml"
@@ -146,7 +147,7 @@ def load_values(path: Path | None) -> dict[str, Any]:
         return {}
     data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a values file must hold a mapping, not {type(data).__name__}")
+        raise ValueError(f"{path}: a values file must hold a mapping, not {type(data).__name__}")  # noqa: TRY004 (bad content)
     return data
 
 
@@ -179,11 +180,18 @@ def lint_chart(chart_dir: Path, values: dict[str, Any], kube_version: str | None
     """``helm lint --strict`` with these values (schema included); info-level notes are kept as info."""
     helm = _helm()
     report = helm.lint(
-        str(chart_dir), values, strict=True, kube_version=f"v{_full_version(kube_version)}" if kube_version else None
+        str(chart_dir),
+        values,
+        strict=True,
+        kube_version=f"v{_full_version(kube_version)}" if kube_version else None,
     )
     severities = {0: "info", 1: "info", 2: "warning", 3: "error"}
     findings = [
-        Finding(severities.get(int(m.get("severity", 3)), "error"), f"lint {m.get('path', '')}", m.get("error", "").strip())
+        Finding(
+            severities.get(int(m.get("severity", 3)), "error"),
+            f"lint {m.get('path', '')}",
+            m.get("error", "").strip(),
+        )
         for m in report.get("messages", [])
     ]
     # Strict lint turns warnings into failures: report them as errors.
@@ -218,7 +226,7 @@ def render_chart(
             if doc is None:
                 continue
             if not isinstance(doc, dict):
-                raise ValueError(f"{template}: rendered a {type(doc).__name__}, not a Kubernetes object")
+                raise ValueError(f"{template}: rendered a {type(doc).__name__}, not a Kubernetes object")  # noqa: TRY004
             manifests.append(Manifest(template, doc))
     return Rendered(manifests, notes)
 
@@ -234,12 +242,16 @@ def _full_version(version: str) -> str:
 def supported_kube_versions() -> list[str]:
     import kubernetes_validate.utils as kvu
 
-    return sorted({v.rsplit(".", 1)[0] for v in kvu.all_versions()}, key=lambda v: tuple(map(int, v.split("."))))
+    return sorted(
+        {v.rsplit(".", 1)[0] for v in kvu.all_versions()}, key=lambda v: tuple(map(int, v.split(".")))
+    )
 
 
 def default_kube_versions() -> list[str]:
     """The oldest Kubernetes minor the chart supports and the newest kubernetes-validate knows."""
-    return sorted({MIN_KUBE_VERSION, supported_kube_versions()[-1]}, key=lambda v: tuple(map(int, v.split("."))))
+    return sorted(
+        {MIN_KUBE_VERSION, supported_kube_versions()[-1]}, key=lambda v: tuple(map(int, v.split(".")))
+    )
 
 
 def _schema_dir(version: str) -> str:
@@ -260,7 +272,9 @@ def _crd_validator(schema_file: str, kube_version: str):
     import kubernetes_validate.utils as kvu
     from referencing import Registry, Resource
 
-    definitions = kvu.schema_contents(f"kubernetes-json-schema/{_schema_dir(kube_version)}/_definitions.json", kube_version)
+    definitions = kvu.schema_contents(
+        f"kubernetes-json-schema/{_schema_dir(kube_version)}/_definitions.json", kube_version
+    )
     registry: Registry = Registry().with_resource(_K8S_DEFINITIONS_ID, Resource.from_contents(definitions))
     for name in [*CRD_SCHEMAS.values(), *_SHARED_SCHEMAS]:
         contents = _load_schema(name)
@@ -307,7 +321,7 @@ def serve_config(rayservice: Manifest) -> dict[str, Any]:
     text = rayservice.doc.get("spec", {}).get("serveConfigV2", "")
     config = yaml.safe_load(text)
     if not isinstance(config, dict):
-        raise ValueError("serveConfigV2 is not a YAML mapping")
+        raise ValueError("serveConfigV2 is not a YAML mapping")  # noqa: TRY004 (bad content)
     return config
 
 
@@ -328,17 +342,21 @@ def validate_serve_config(rayservice: Manifest) -> list[Finding]:
     try:
         from ray.serve.schema import ServeDeploySchema
     except ImportError:
-        findings.append(Finding("info", where, "Ray is not installed: not checked with Ray Serve's ServeDeploySchema"))
+        findings.append(
+            Finding("info", where, "Ray is not installed: not checked with Ray Serve's ServeDeploySchema")
+        )
     else:
         try:
             ServeDeploySchema.model_validate(config)
-        except Exception as exc:  # pydantic.ValidationError (Ray's pydantic flavour)
+        except pydantic.ValidationError as exc:
             findings.append(Finding("error", where, f"Ray Serve rejects it: {exc}"))
     for function in (config.get("grpc_options") or {}).get("grpc_servicer_functions", []):
         try:
             _resolve(function)
         except (ImportError, AttributeError, ValueError) as exc:
-            findings.append(Finding("error", where, f"gRPC servicer function {function!r} does not resolve: {exc}"))
+            findings.append(
+                Finding("error", where, f"gRPC servicer function {function!r} does not resolve: {exc}")
+            )
     for app in config.get("applications", []):
         findings.extend(_check_application(app, where))
     return findings
@@ -367,7 +385,7 @@ def _check_application(app: dict[str, Any], where: str) -> list[Finding]:
     else:
         try:
             ModelPoolConfig.model_validate(app.get("args") or {})
-        except Exception as exc:  # pydantic.ValidationError
+        except pydantic.ValidationError as exc:
             findings.append(Finding("error", where, f"args are not a valid ModelPoolConfig: {exc}"))
     return findings
 
@@ -386,10 +404,16 @@ def validate_service_config(configmap: Manifest) -> list[Finding]:
 
     where = f"{configmap} {component}.yaml"
     if component not in SERVICES:
-        return [Finding("warning", where, f"`avengers serve {component}` is not available in this checkout: not checked")]
+        return [
+            Finding(
+                "warning",
+                where,
+                f"`avengers serve {component}` is not available in this checkout: not checked",
+            )
+        ]
     try:
         resolve(SERVICES[component].config).model_validate(yaml.safe_load(text) or {})
-    except Exception as exc:  # pydantic.ValidationError, yaml.YAMLError
+    except (pydantic.ValidationError, yaml.YAMLError) as exc:
         return [Finding("error", where, f"not a valid {SERVICES[component].config} config: {exc}")]
     return []
 
@@ -446,7 +470,9 @@ def check_chart(
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; the chart has {sorted(available)}")
     return [
-        check_values(chart_dir, n, load_values(available[n]), values_file=available[n], kube_versions=kube_versions)
+        check_values(
+            chart_dir, n, load_values(available[n]), values_file=available[n], kube_versions=kube_versions
+        )
         for n in names
     ]
 
@@ -456,9 +482,13 @@ def main(argv: Sequence[str] | None = None, default_chart: Path | None = None) -
     parser.add_argument("--chart", type=Path, default=default_chart, required=default_chart is None)
     parser.add_argument("--variant", action="append", help="a ci/<name>-values.yaml variant (default: all)")
     parser.add_argument(
-        "--kube-version", action="append", help=f"Kubernetes minor to validate against (default: {default_kube_versions()})"
+        "--kube-version",
+        action="append",
+        help=f"Kubernetes minor to validate against (default: {default_kube_versions()})",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="list every validated object and info note")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="list every validated object and info note"
+    )
     args = parser.parse_args(argv)
     try:
         reports = check_chart(args.chart, args.variant, args.kube_version)
