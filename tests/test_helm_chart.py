@@ -657,3 +657,16 @@ def test_gateway_config_follows_the_pool_application_name_unless_set():
     assert config["downstream"]["model_pool_application"] == "elsewhere"
     rayservice = render({"modelPool": {"appName": "pool_b"}}).get("RayService", f"{RELEASE}-model-pool")
     assert chart_check.serve_config(rayservice)["applications"][0]["name"] == "pool_b"
+
+
+def test_metrics_port_is_declared_and_passed_to_the_services(reports):
+    for service in SERVICES:
+        (container,) = containers(rendered(reports, "default").get("Deployment", f"{RELEASE}-{service}"))
+        assert env_of(container)["AVENGERS_METRICS_PORT"]["value"] == "9090"
+        assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    off = render({"metrics": {"enabled": False}})
+    for service in SERVICES:
+        (container,) = containers(off.get("Deployment", f"{RELEASE}-{service}"))
+        assert env_of(container)["AVENGERS_METRICS_PORT"]["value"] == "0"
+        assert [p["name"] for p in container["ports"]] == ["grpc"]
+        assert [p["name"] for p in off.get("Service", f"{RELEASE}-{service}").doc["spec"]["ports"]] == ["grpc"]

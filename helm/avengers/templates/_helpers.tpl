@@ -164,10 +164,9 @@ app.kubernetes.io/part-of: avengers
 {{ include "avengers.redisEnv" . }}
 - name: AVENGERS_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
-{{- if .Values.metrics.enabled }}
+# Port of the Prometheus /metrics endpoint of every service (0 turns it off).
 - name: AVENGERS_METRICS_PORT
-  value: {{ .Values.metrics.port | quote }}
-{{- end }}
+  value: {{ ternary .Values.metrics.port 0 .Values.metrics.enabled | quote }}
 # The root filesystem is read-only: caches and temporary files go to the scratch volume.
 - name: HOME
   value: /tmp

@@ -38,7 +38,25 @@ def model_pool_defs() -> dict[str, Any]:
         + ".",
         "properties": extra,
     }
-    return dict(sorted(defs.items()))
+    # Keep what the chart's values can reach: the models and extraArgs (not e.g. ServerConfig).
+    reachable: set[str] = set()
+    pending = [DEFS_PREFIX + "ModelConfig", DEFS_PREFIX + "extraArgs"]
+    while pending:
+        name = pending.pop()
+        if name not in reachable:
+            reachable.add(name)
+            pending.extend(_refs(defs[name]))
+    return {name: defs[name] for name in sorted(reachable)}
+
+
+def _refs(node: Any) -> list[str]:
+    """Names of the ``#/$defs/...`` entries a schema node refers to."""
+    if isinstance(node, dict):
+        found = [str(node["$ref"]).removeprefix("#/$defs/")] if "$ref" in node else []
+        return found + [r for value in node.values() for r in _refs(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in _refs(value)]
+    return []
 
 
 def synced(schema: dict[str, Any]) -> dict[str, Any]:
