@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import STRONG
 
 from avengers.config import ClusteringConfig, EmbeddingConfig, RoutingConfig, ScoringConfig
 from avengers.core.artifact import ArtifactError, RouterArtifact
@@ -11,7 +12,6 @@ from avengers.core.embedding import create_embedder
 from avengers.core.evaluation import evaluate
 from avengers.core.fit import best_single_model, fit_router
 from avengers.core.labels import read_labels
-from conftest import STRONG
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ the on-disk :class:`CachedEmbedder` when a cache directory is configured.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import sqlite3
@@ -157,7 +158,7 @@ class HashingEmbedder(Embedder):
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)
         for i, text in enumerate(texts):
             tokens = _TOKEN.findall(text.lower())
-            features = tokens + [a + " " + b for a, b in zip(tokens, tokens[1:])]
+            features = tokens + [a + " " + b for a, b in itertools.pairwise(tokens)]
             for feature in features:
                 digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
                 value = int.from_bytes(digest, "little")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from avengers.config.routing import RoutingConfig
-from avengers.core.scoring import ClusterScores, rank_models
+from avengers.core.scoring import ClusterScores
 
 RANK_OFFSET = 0.1
 """The paper's 1 / (rank + 0.1) rank score."""

@@ -70,7 +70,7 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every error must become a status
+        except Exception as exc:  # every error must become a status
             code, message = status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method.__qualname__)
