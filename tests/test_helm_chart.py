@@ -669,4 +669,30 @@ def test_metrics_port_is_declared_and_passed_to_the_services(reports):
         (container,) = containers(off.get("Deployment", f"{RELEASE}-{service}"))
         assert env_of(container)["AVENGERS_METRICS_PORT"]["value"] == "0"
         assert [p["name"] for p in container["ports"]] == ["grpc"]
-        assert [p["name"] for p in off.get("Service", f"{RELEASE}-{service}").doc["spec"]["ports"]] == ["grpc"]
+        assert [p["name"] for p in off.get("Service", f"{RELEASE}-{service}").doc["spec"]["ports"]] == [
+            "grpc"
+        ]
+
+
+def test_services_take_extra_volumes():
+    r = render(
+        {
+            "router": {
+                "extraVolumes": [{"name": "tls", "secret": {"secretName": "router-tls"}}],
+                "extraVolumeMounts": [{"name": "tls", "mountPath": "/etc/avengers-tls", "readOnly": True}],
+                "config": {
+                    "server": {
+                        "tls_cert_file": "/etc/avengers-tls/tls.crt",
+                        "tls_key_file": "/etc/avengers-tls/tls.key",
+                    }
+                },
+            }
+        }
+    )
+    pod = r.get("Deployment", f"{RELEASE}-router").doc["spec"]["template"]["spec"]
+    assert {"name": "tls", "secret": {"secretName": "router-tls"}} in pod["volumes"]
+    assert {"name": "tls", "mountPath": "/etc/avengers-tls", "readOnly": True} in pod["containers"][0][
+        "volumeMounts"
+    ]
+    (manifest,) = [m for m in r.of_kind("ConfigMap") if m.name == f"{RELEASE}-router"]
+    assert chart_check.validate_service_config(manifest) == []

@@ -138,6 +138,9 @@ spec:
               readOnly: true
             - name: scratch
               mountPath: /tmp
+            {{- with $v.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
       volumes:
         - name: config
           configMap:
@@ -145,6 +148,9 @@ spec:
         - name: scratch
           emptyDir:
             sizeLimit: {{ $root.Values.scratchSizeLimit }}
+        {{- with $v.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- with $v.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
