@@ -696,3 +696,13 @@ def test_services_take_extra_volumes():
     ]
     (manifest,) = [m for m in r.of_kind("ConfigMap") if m.name == f"{RELEASE}-router"]
     assert chart_check.validate_service_config(manifest) == []
+
+
+def test_chart_metadata_matches_what_is_validated():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2" and chart["name"] == "avengers"
+    assert chart["kubeVersion"] == f">={chart_check.MIN_KUBE_VERSION}.0-0"
+    assert chart_check.default_kube_versions()[0] == chart_check.MIN_KUBE_VERSION
+    import avengers
+
+    assert chart["appVersion"] == avengers.__version__
