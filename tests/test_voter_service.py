@@ -12,6 +12,7 @@ from avengers.config.embedder_service import EmbedderServiceConfig
 from avengers.config.embedding import EmbeddingConfig
 from avengers.config.sandbox import SandboxConfig
 from avengers.config.voter_service import VoterLimitsConfig, VoterServiceConfig
+from avengers.core.sandbox import SandboxError, create_sandbox
 from avengers.services.embedder.server import start_embedder_server
 from avengers.services.voter.server import start_voter_server
 from avengers.v1 import common_pb2, voter_pb2, voter_pb2_grpc
@@ -249,6 +250,51 @@ async def test_slow_code_vote_does_not_block_other_votes(stub):
 
     await asyncio.gather(slow(), quick())
     assert finished == ["mc", "code"]
+
+
+class CountingSandbox:
+    """The real sandbox, counting runs; or one that cannot run at all."""
+
+    def __init__(self, broken: bool = False):
+        self.inner = create_sandbox(SandboxConfig(timeout_seconds=2.0, startup_seconds=3.0))
+        self.broken = broken
+        self.runs = 0
+
+    def run(self, program, tests=(), entry_point=None, timeout_seconds=None):
+        if self.broken:
+            raise SandboxError("a network namespace is required but unavailable here")
+        self.runs += 1
+        return self.inner.run(program, tests, entry_point, timeout_seconds)
+
+
+async def test_no_code_candidate_starts_after_the_deadline():
+    sandbox = CountingSandbox()
+    server = await start_voter_server(config(), "127.0.0.1:0", sandbox=sandbox)
+    loops = [f"def f():\n    while True:\n        x = {i}\n" for i in range(8)]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = voter_pb2_grpc.VoterStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                request = voter_pb2.VoteRequest(
+                    task_type=CODE, candidates=candidates(*loops), tests=["f()"], timeout_seconds=1.0
+                )
+                await stub.Vote(request, timeout=1.5)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        await server.stop(5)  # waits for the vote's worker to give up
+    assert 0 < sandbox.runs < len(loops)
+
+
+async def test_sandbox_that_cannot_run_is_unavailable():
+    server = await start_voter_server(config(), "127.0.0.1:0", sandbox=CountingSandbox(broken=True))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await voter_pb2_grpc.VoterStub(channel).Vote(code_request(tests=["assert f() == 1"]))
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "sandbox" in caught.value.details()
+    finally:
+        await server.stop(0.5)
 
 
 def code_request(**fields) -> voter_pb2.VoteRequest:

@@ -18,6 +18,7 @@ import numpy as np
 from avengers.config.embedding import EmbeddingConfig
 from avengers.core.embedding import Embedder, EmbeddingError, create_embedder
 from avengers.rpc.errors import InvalidArgument, Unavailable
+from avengers.rpc.security import open_channel
 from avengers.v1 import embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,7 @@ class RemoteTextEmbedder(TextEmbedder):
         self.timeout = timeout_seconds
         self.batch = batch
         self._loop = loop
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
+        self._channel = open_channel(address, max_message_bytes=max_message_bytes)
         self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
 
     async def _embed_batch(self, texts: list[str]) -> np.ndarray:

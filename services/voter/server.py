@@ -74,7 +74,7 @@ async def start_voter_server(
         running = await start_server(
             [ServiceBinding(servicer, voter_pb2_grpc.add_VoterServicer_to_server, SERVICE_NAME)],
             address or config.server.address,
-            max_message_bytes=config.server.max_message_bytes,
+            config=config.server,
         )
     except BaseException:
         vote_pool.shutdown(wait=False)

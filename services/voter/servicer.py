@@ -3,7 +3,9 @@
 Statuses: INVALID_ARGUMENT for a request the contract or the limits refuse (no candidates, too many,
 oversized texts, unspecified or unknown task type or method, threshold outside (0, 1], negative or
 non-finite weights, tests or entry point on a non-code task, tests that do not parse, HumanEval tests
-without an entry point, timeout out of range); UNAVAILABLE when the embedder for free text fails.
+without an entry point, timeout out of range); UNAVAILABLE when the embedder for free text fails or the
+sandbox cannot run; DEADLINE_EXCEEDED when the call's deadline passes before every code candidate ran
+(no further candidate is started after it).
 
 A code task without tests is voted by program text (comments and formatting ignored), not refused.
 """
@@ -21,9 +23,9 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 from avengers.config.voter_service import VoterServiceConfig
-from avengers.core.sandbox import Sandbox
+from avengers.core.sandbox import Sandbox, SandboxError
 from avengers.core.voting import Candidate, JudgeOptions, VoteResult, model_switch_vote, vote
-from avengers.rpc.errors import InvalidArgument, grpc_errors
+from avengers.rpc.errors import InvalidArgument, Unavailable, grpc_errors
 from avengers.services.gateway.protos import TASK_TYPE, VOTE_METHOD
 from avengers.services.voter.embedding import TextEmbedder
 from avengers.v1 import voter_pb2, voter_pb2_grpc
@@ -165,9 +167,16 @@ class VoterServicer(voter_pb2_grpc.VoterServicer):
         self.vote_pool = vote_pool
         self.sandbox_pool = sandbox_pool
 
-    def compute(self, job: VoteJob) -> VoteResult:
+    def compute(self, job: VoteJob, deadline: float | None = None) -> VoteResult:
         """The vote (blocking: runs in a worker thread)."""
+        try:
+            return self._compute(job, deadline)
+        except SandboxError as exc:
+            raise Unavailable(f"the code sandbox cannot run here: {exc}") from None
+
+    def _compute(self, job: VoteJob, deadline: float | None) -> VoteResult:
         options = JudgeOptions(
+            deadline=deadline,
             tests=job.tests,
             entry_point=job.entry_point,
             timeout_seconds=job.timeout_seconds,
@@ -192,7 +201,9 @@ class VoterServicer(voter_pb2_grpc.VoterServicer):
     ) -> voter_pb2.VoteResponse:
         job = parse_request(request, self.config)
         started = time.perf_counter()
-        result = await asyncio.get_running_loop().run_in_executor(self.vote_pool, self.compute, job)
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        result = await asyncio.get_running_loop().run_in_executor(self.vote_pool, self.compute, job, deadline)
         VOTE_SECONDS.labels(job.task_type).observe(time.perf_counter() - started)
         VOTES.labels(job.task_type, job.method).inc()
         if result.switched:

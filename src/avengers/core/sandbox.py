@@ -107,7 +107,7 @@ class SandboxResult:
 
 
 class SandboxError(RuntimeError):
-    """The sandbox cannot run at all here (e.g. a required isolation is unavailable)."""
+    """The sandbox cannot run at all here (a required isolation is unavailable, no free sandbox uid)."""
 
 
 class Sandbox(ABC):
@@ -565,6 +565,8 @@ class SubprocessSandbox(Sandbox):
                 )
                 self._uids = None
                 self.python = self.config.python or sys.executable
+        if self.config.network_namespace == "required":
+            self.run("pass")  # raises SandboxError now rather than failing every candidate later
 
     @property
     def drops_privileges(self) -> bool:
@@ -728,7 +730,8 @@ class SubprocessSandbox(Sandbox):
         started: float,
     ) -> SandboxResult:
         isolation = next((e for e in events if e.get("event") == "isolation"), {})
-        fatal = next((e for e in events if e.get("event") == "fatal"), None)
+        # Only the bootstrap, before any candidate code runs, may report a fatal setup error.
+        fatal = events[0] if events and events[0].get("event") == "fatal" else None
         loaded = next((e for e in events if e.get("event") == "loaded"), None)
         by_index: dict[int, TestOutcome] = {}
         for event in events:
@@ -741,8 +744,8 @@ class SubprocessSandbox(Sandbox):
                 )
         done = any(e.get("event") == "done" for e in events)
         if fatal is not None:
-            error: str | None = str(fatal.get("error"))
-        elif loaded is None:
+            raise SandboxError(str(fatal.get("error")))
+        if loaded is None:
             error = (
                 "timeout: the program did not load in time" if timed_out else self._crash(exit_code, stderr)
             )

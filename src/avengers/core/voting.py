@@ -20,6 +20,7 @@ Agreement is the winning group's share of all votes (or weight) including absten
 from __future__ import annotations
 
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -105,6 +106,8 @@ class JudgeOptions:
     """Code: pool that runs candidates in parallel (default: one after the other)."""
     embed: EmbedFunction | None = None
     """Free text: the embedding function."""
+    deadline: float | None = None
+    """``time.monotonic()`` after which no more code candidates are started (TimeoutError)."""
 
 
 class Judge(ABC):
@@ -206,6 +209,8 @@ class CodeJudge(Judge):
         return self._sandbox
 
     def _run(self, program: str) -> SandboxResult:
+        if self.options.deadline is not None and time.monotonic() > self.options.deadline:
+            raise TimeoutError("the vote's deadline passed before every code candidate could run")
         return self.sandbox.run(program, self.tests, self.options.entry_point, self.options.timeout_seconds)
 
     def evaluate(self, texts: list[str]) -> list[CodeEvidence | None]:
