@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
 import pytest
+
+# Servers started by tests serve no /metrics endpoint unless a test asks for one (no fixed port 9090).
+os.environ.setdefault("AVENGERS_METRICS_PORT", "0")
 
 TOPICS = {
     "arithmetic": [

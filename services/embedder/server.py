@@ -50,7 +50,7 @@ async def start_embedder_server(
     running = await start_server(
         [ServiceBinding(EmbedderServicer(batched), embedder_pb2_grpc.add_EmbedderServicer_to_server, SERVICE_NAME)],
         address or config.server.address,
-        max_message_bytes=config.server.max_message_bytes,
+        config=config.server,
     )
     log.info("embedder %s (dimension %d) on port %d", embedder.name, embedder.dimension, running.port)
     return EmbedderServer(**{f.name: getattr(running, f.name) for f in dataclasses.fields(running)}, embedder=batched)

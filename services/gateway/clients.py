@@ -23,6 +23,7 @@ from avengers.core.ensemble import (
     VoteOutcome,
     VoterClient,
 )
+from avengers.rpc import security
 from avengers.services.gateway.protos import ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
 from avengers.v1 import (
     common_pb2,
@@ -38,14 +39,8 @@ from avengers.v1 import (
 
 
 def open_channel(address: str, max_message_bytes: int) -> grpc.aio.Channel:
-    """An insecure channel to ``address`` with the service's message size limits."""
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ],
-    )
+    """A channel to ``address`` with the service's message size limits (and tracing, when on)."""
+    return security.open_channel(address, max_message_bytes=max_message_bytes)
 
 
 def dependency_error(dependency: str, address: str, exc: grpc.aio.AioRpcError) -> DependencyError:

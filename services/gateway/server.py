@@ -99,7 +99,7 @@ async def start_gateway_server(
         running = await start_server(
             [ServiceBinding(servicer, gateway_pb2_grpc.add_GatewayServicer_to_server, SERVICE_NAME)],
             address or config.server.address,
-            max_message_bytes=config.server.max_message_bytes,
+            config=config.server,
         )
     except BaseException:
         for channel in channels:

@@ -65,7 +65,7 @@ async def start_model_pool_server(config: ModelPoolConfig, address: str | None =
         running = await start_server(
             [ServiceBinding(servicer, model_pool_pb2_grpc.add_ModelPoolServicer_to_server, SERVICE_NAME)],
             address or config.server.address,
-            max_message_bytes=config.server.max_message_bytes,
+            config=config.server,
         )
     except BaseException:
         await shutdown_engines(engines.values())

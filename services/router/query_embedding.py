@@ -19,6 +19,7 @@ from avengers.config.embedder_service import BatchingConfig
 from avengers.config.embedding import EmbeddingConfig
 from avengers.core.embedding import EmbeddingError, create_embedder
 from avengers.rpc.errors import InvalidArgument, ResourceExhausted, Unavailable
+from avengers.rpc.security import open_channel
 from avengers.services.embedder.batched import BatchedEmbedder
 from avengers.v1 import embedder_pb2, embedder_pb2_grpc
 
@@ -72,13 +73,7 @@ class RemoteQueryEmbedder(QueryEmbedder):
 
     def _client(self) -> embedder_pb2_grpc.EmbedderStub:
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(
-                self.address,
-                options=[
-                    ("grpc.max_receive_message_length", self._max_message_bytes),
-                    ("grpc.max_send_message_length", self._max_message_bytes),
-                ],
-            )
+            self._channel = open_channel(self.address, max_message_bytes=self._max_message_bytes)
             self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
         return self._stub
 

@@ -85,7 +85,7 @@ async def start_router_server(
         grpc_server = await start_server(
             [ServiceBinding(servicer, router_pb2_grpc.add_RouterServicer_to_server, SERVICE_NAME)],
             address or config.server.address,
-            max_message_bytes=config.server.max_message_bytes,
+            config=config.server,
         )
     except BaseException:
         await snapshots.close()

@@ -1,4 +1,5 @@
-"""Run gRPC services with health checking, reflection, size limits and graceful shutdown."""
+"""Run gRPC services with health checking, reflection, size limits, metrics, tracing, TLS/auth and graceful
+shutdown."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from avengers.config.server import ServerConfig
+from avengers.observability.metrics import MetricsInterceptor, metrics_port_from, start_metrics_endpoint
+from avengers.observability.tracing import TracingServerInterceptor, configure_tracing, tracing_enabled
+from avengers.rpc.security import ServerSecurity, server_security
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,8 @@ class GrpcServer:
     health: health.aio.HealthServicer
     port: int
     services: list[str] = field(default_factory=list)
+    metrics_port: int | None = None
+    """Port of this process's /metrics endpoint, None if it serves none."""
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -52,13 +60,31 @@ async def start_server(
     bindings: Sequence[ServiceBinding],
     address: str = "127.0.0.1:0",
     *,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_message_bytes: int | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     credentials: grpc.ServerCredentials | None = None,
+    config: ServerConfig | None = None,
 ) -> GrpcServer:
-    """Start a server on ``address`` ("host:0" picks a free port) with health and reflection."""
+    """Start a server on ``address`` ("host:0" picks a free port) with health and reflection.
+
+    Every server counts and times its calls (Prometheus) and traces them once tracing is configured.
+    ``config`` (the service's :class:`~avengers.config.server.ServerConfig`) adds what it asks for: TLS or
+    mutual TLS, bearer-token auth, the /metrics endpoint, and the message size limit unless
+    ``max_message_bytes`` is given. Explicit ``credentials`` win over the config's TLS files.
+    """
+    if max_message_bytes is None:
+        max_message_bytes = config.max_message_bytes if config is not None else DEFAULT_MAX_MESSAGE_BYTES
+    security = server_security(config) if config is not None else ServerSecurity()
+    metrics_port = None
+    if config is not None:
+        configure_tracing()  # from OTEL_TRACES_EXPORTER; nothing unless an exporter is named
+        metrics_port = start_metrics_endpoint(metrics_port_from(config.metrics_port), config.host)
+    chain: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
+    if tracing_enabled():
+        chain.append(TracingServerInterceptor())
+    chain += [*security.interceptors, *interceptors]
     server = grpc.aio.server(
-        interceptors=list(interceptors),
+        interceptors=chain,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -72,13 +98,14 @@ async def start_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    credentials = credentials or security.credentials
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
     await server.start()
-    running = GrpcServer(server=server, health=health_servicer, port=port, services=names)
+    running = GrpcServer(server=server, health=health_servicer, port=port, services=names, metrics_port=metrics_port)
     await running.set_serving(True)
-    log.info("serving %s on port %d", ", ".join(names), port)
+    log.info("serving %s on port %d (%s)", ", ".join(names), port, "TLS" if credentials else security.description)
     return running
 
 
