@@ -18,6 +18,7 @@ from typing import Any
 
 from avengers.cli import CommandError
 from avengers.config.base import ConfigModel
+from avengers.observability.tracing import configure_tracing
 from avengers.rpc.server import serve_until_signal
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def load_config(entry: ServiceEntry, args: argparse.Namespace) -> ConfigModel:
 
 
 async def run_service(name: str, config: ConfigModel) -> None:
+    configure_tracing(f"avengers-{name}")  # before the service opens its channels (OTEL_TRACES_EXPORTER)
     running = await resolve(SERVICES[name].start)(config)
     print(f"avengers {name} serving on {config.server.host}:{running.port}", flush=True)
     reload = getattr(running, "reload", None)
