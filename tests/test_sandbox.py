@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -224,3 +227,58 @@ def test_timeout_out_of_range_is_refused(sandbox):
         sandbox.run("x = 1", timeout_seconds=sandbox.config.max_timeout_seconds + 1)
     with pytest.raises(ValueError):
         sandbox.run("x = 1", timeout_seconds=0)
+
+
+AS_SERVICE_USER = """
+import json, os
+from avengers.config.sandbox import SandboxConfig
+from avengers.core.sandbox import create_sandbox
+
+box = create_sandbox(SandboxConfig(timeout_seconds=2, startup_seconds=3))
+good = box.run("import os\\nassert os.getuid() == %d" % os.getuid(), ["assert True"])
+net = box.run("import socket\\ns = socket.socket.__mro__[2]()\\ns.settimeout(1)\\ns.connect(('127.0.0.1', 9))\\n")
+bomb = box.run("import os\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        pass\\n", ["assert True"])
+print(json.dumps({"good": good.passed, "isolated": net.network_isolated, "net_error": net.error, "bomb": bomb.error}))
+"""
+
+
+def _system_python_matches() -> bool:
+    if os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"):
+        return False
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return probe.stdout.strip() == str(tuple(sys.version_info[:2]))
+
+
+@pytest.mark.skipif(
+    not _system_python_matches(),
+    reason="needs root to become an unprivileged user, and a system python3 of this version",
+)
+def test_unprivileged_service_user():
+    """As a Kubernetes pod runs it: no root, so no uid switch; user namespaces and rlimits still hold."""
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    done = subprocess.run(
+        ["/usr/bin/python3", "-c", AS_SERVICE_USER],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        user=65534,
+        group=65534,
+        extra_groups=[],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{src}:{site}"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["good"]
+    assert report["net_error"].startswith(("OSError", "PermissionError"))
+    if report["isolated"]:  # user namespaces allowed: the raw socket cannot reach the host's loopback
+        assert "unreachable" in report["net_error"]
+    assert report["bomb"].startswith("timeout")
+    time.sleep(0.5)
+    assert [p for p, info in _process_table().items() if info.uid == 65534 and info.alive] == []

@@ -35,8 +35,9 @@ class SandboxConfig(ConfigModel):
     """Largest file the candidate may write (RLIMIT_FSIZE), stdout and stderr included, in MiB."""
 
     max_processes: int = Field(default=16, ge=1)
-    """Processes and threads the candidate may have at once (RLIMIT_NPROC, bounds fork bombs). Enforced by
-    the kernel only for an unprivileged user: the sandbox drops privileges when it runs as root."""
+    """Processes and threads the candidate may add (RLIMIT_NPROC, bounds fork bombs). The kernel enforces
+    it only for unprivileged users: as root the sandbox runs candidates as a dedicated uid; as an
+    unprivileged service user the limit is counted on top of the tasks that user already has."""
 
     max_open_files: int = Field(default=64, ge=16)
     """Open file descriptors (RLIMIT_NOFILE)."""

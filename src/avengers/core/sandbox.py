@@ -234,7 +234,22 @@ def _become_subreaper():
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+def _tasks_of_my_user():
+    # RLIMIT_NPROC counts every task (process or thread) of the real uid, the service's own included.
+    me, count = os.getuid(), 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat("/proc/" + name).st_uid == me:
+                    count += len(os.listdir("/proc/%s/task" % name))
+            except OSError:
+                continue
+    return count
+
+
 _become_subreaper()
+if job["uid"] is None and os.getuid() != 0:
+    job["limits"]["nproc"] += _tasks_of_my_user()
 _network = _isolate_network(job["network"])
 if not _network and job["network"] == "required":
     _emit({"event": "fatal", "error": "a network namespace is required but unavailable here"})
