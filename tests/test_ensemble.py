@@ -16,11 +16,11 @@ from avengers.core.ensemble import (
     EnsemblePipeline,
     EnsembleQuery,
     ModelPoolClient,
-    ModelSwitch,
     ModelsUnavailable,
+    ModelSwitch,
     RankedModel,
-    RouteResult,
     RouterClient,
+    RouteResult,
     Sample,
     Sampling,
     SelfConsistency,
@@ -91,7 +91,7 @@ class FakeVoter(VoterClient):
 
 
 def query(**kw) -> EnsembleQuery:
-    base = dict(query="What is 2 + 3?", task_type="math", sampling=Sampling(n=10, temperature=0.7))
+    base = {"query": "What is 2 + 3?", "task_type": "math", "sampling": Sampling(n=10, temperature=0.7)}
     return EnsembleQuery(**{**base, **kw})
 
 
@@ -101,7 +101,7 @@ def pipeline(models, answers, fail=None, **kw):
 
 
 async def test_self_consistency_samples_best_model_n_times():
-    p, router, pool, voter = pipeline(["a", "b"], {"a": "5", "b": "6"})
+    p, router, pool, _ = pipeline(["a", "b"], {"a": "5", "b": "6"})
     result = await p.run(query(), Deadline(10))
     assert result.answer == "5" and result.models == ["a"]
     assert [c["model"] for c in pool.calls] == ["a"] and pool.calls[0]["sampling"].n == 10
@@ -137,7 +137,7 @@ async def test_model_switch_votes_over_all_when_first_model_disagrees():
 
 
 async def test_fallback_to_next_ranked_model():
-    p, _, pool, _ = pipeline(["a", "b", "c"], {"a": "1", "b": "2", "c": "3"}, fail={"a": "UNAVAILABLE"})
+    p, *_ = pipeline(["a", "b", "c"], {"a": "1", "b": "2", "c": "3"}, fail={"a": "UNAVAILABLE"})
     result = await p.run(query(), Deadline(10))
     assert result.answer == "2" and result.models == ["b"] and result.failed_models == ["a"]
     assert "UNAVAILABLE" in result.failures["a"]

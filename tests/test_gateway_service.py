@@ -10,6 +10,11 @@ import socket
 
 import grpc
 import pytest
+from avengers.services.embedder.server import start_embedder_server
+from avengers.services.gateway.server import start_gateway_server
+from avengers.services.model_pool.server import start_model_pool_server
+from avengers.services.router.server import start_router_server
+from avengers.services.voter.server import start_voter_server
 from redis_server import RedisServer
 
 from avengers.config.clustering import ClusteringConfig
@@ -18,17 +23,13 @@ from avengers.config.embedding import EmbeddingConfig
 from avengers.config.gateway_service import GatewayServiceConfig
 from avengers.config.model_pool import ModelPoolConfig
 from avengers.config.router_service import RouterServiceConfig
-from avengers.config.state import RedisConfig
+from avengers.config.state import FeedbackConfig, RedisConfig
 from avengers.config.store import StoreConfig
+from avengers.config.voter_service import VoterServiceConfig
 from avengers.core.embedding import create_embedder
 from avengers.core.fit import fit_router_on_embeddings
 from avengers.core.labels import read_labels
-from avengers.services.embedder.server import start_embedder_server
-from avengers.services.gateway.server import start_gateway_server
-from avengers.services.model_pool.server import start_model_pool_server
-from avengers.services.router.server import start_router_server
 from avengers.state import RedisConnection, RedisFeedbackStore
-from avengers.config.state import FeedbackConfig
 from avengers.stores import create_store
 from avengers.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -57,46 +58,6 @@ def topic_query(topic: str, rng: random.Random) -> str:
     return f"A rectangle garden measures {a} metres by {b} metres. Find its area in square metres."
 
 
-async def start_voter(address: str):
-    """The real voter once it lands; until then a stand-in over core.answers (TEMPORARY)."""
-    try:
-        from avengers.config.voter_service import VoterServiceConfig
-        from avengers.services.voter.server import start_voter_server
-    except ImportError:
-        pass
-    else:
-        return await start_voter_server(VoterServiceConfig(), address)
-    from collections import Counter
-
-    from avengers.core.answers import create_extractor
-    from avengers.rpc.server import ServiceBinding, start_server
-    from avengers.services.gateway.protos import TASK_TYPE
-    from avengers.v1 import voter_pb2, voter_pb2_grpc
-
-    class StandInVoter(voter_pb2_grpc.VoterServicer):
-        async def Vote(self, request, context):
-            extractor = create_extractor(TASK_TYPE.name(request.task_type))
-
-            def vote(candidates):
-                keys = [extractor.key(c.text) for c in candidates]
-                counts = Counter(k for k in keys if k is not None)
-                answer, votes = counts.most_common(1)[0] if counts else ("", 0)
-                return answer, votes / max(1, len(candidates)), counts
-
-            first = [c for c in request.candidates if c.model == request.candidates[0].model]
-            answer, agreement, counts = vote(first if request.HasField("switch_threshold") else request.candidates)
-            switched = request.HasField("switch_threshold") and agreement < request.switch_threshold
-            if switched:
-                answer, agreement, counts = vote(request.candidates)
-            text = next((c.text for c in request.candidates if extractor.key(c.text) == answer), "")
-            return voter_pb2.VoteResponse(
-                answer=answer, text=text, agreement=agreement, switched=switched, task_type=request.task_type,
-                counts=[voter_pb2.VoteCount(answer=a, votes=v) for a, v in counts.most_common()])
-
-    return await start_server([ServiceBinding(StandInVoter(), voter_pb2_grpc.add_VoterServicer_to_server,
-                                              "avengers.v1.Voter")], address)
-
-
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,10 +69,10 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("gateway")
     rng = random.Random(7)
     routing_rows, pool_rows = [], []
-    for topic in ROUTER_SCORES:
+    for topic, router_scores in ROUTER_SCORES.items():
         for i in range(12):
             row = {"id": f"{topic}-{i}", "dataset": topic, "split": "test", "query": topic_query(topic, rng)}
-            routing_rows.append({**row, "scores": ROUTER_SCORES[topic]})
+            routing_rows.append({**row, "scores": router_scores})
             pool_rows.append({**row, "scores": POOL_SCORES[topic]})
     # The model-switch case: the router trusts beta on this task, but beta is always wrong here.
     switch = {"id": "choice-switch", "dataset": "choice", "split": "test", "query": topic_query("choice", rng)}
@@ -150,7 +111,8 @@ async def stack(data):
         servers.append(router := await start_router_server(
             RouterServiceConfig(store=store_config, embedder_address=embedder_addr, poll_interval_seconds=0),
             "127.0.0.1:0"))
-        servers.append(voter := await start_voter("127.0.0.1:0"))
+        servers.append(voter := await start_voter_server(VoterServiceConfig(embedder_address=embedder_addr),
+                                                         "127.0.0.1:0"))
         servers.append(pool := await start_model_pool_server(pool_config, "127.0.0.1:0"))
         addresses = {
             "embedder": embedder_addr,

@@ -9,14 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
+from avengers.services.gateway.protos import ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
 
 from avengers.core.ensemble import (
     Candidate,
     DependencyError,
     ModelPoolClient,
     RankedModel,
-    RouteResult,
     RouterClient,
+    RouteResult,
     Sample,
     Sampling,
     VoteOptions,
@@ -24,7 +25,6 @@ from avengers.core.ensemble import (
     VoterClient,
 )
 from avengers.rpc import security
-from avengers.services.gateway.protos import ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
 from avengers.v1 import (
     common_pb2,
     embedder_pb2,

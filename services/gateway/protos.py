@@ -29,9 +29,6 @@ class ProtoEnum:
         """Proto value of a lower-case name (None: UNSPECIFIED)."""
         return 0 if name is None else self.enum.Value(self.prefix + name.upper())
 
-    def names(self) -> list[str]:
-        return [n.removeprefix(self.prefix).lower() for n in self.enum.keys() if not n.endswith("UNSPECIFIED")]
-
 
 TASK_TYPE = ProtoEnum(common_pb2.TaskType, "TASK_TYPE_", "task_type")
 ENSEMBLE_STRATEGY = ProtoEnum(gateway_pb2.EnsembleStrategy, "ENSEMBLE_STRATEGY_", "strategy")

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import grpc
+from avengers.services.gateway.protos import ENSEMBLE_STRATEGY, ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
 from prometheus_client import Counter
 
 from avengers.config.gateway_service import GatewayServiceConfig
@@ -25,8 +26,8 @@ from avengers.core.ensemble import (
     strategy_names,
 )
 from avengers.core.tasks import infer_task_type
+from avengers.observability.metrics import record_route
 from avengers.rpc.errors import InvalidArgument, NotFound, ServiceError, Unavailable, grpc_errors
-from avengers.services.gateway.protos import ENSEMBLE_STRATEGY, ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
 from avengers.state.cache import ResponseCache, cache_key
 from avengers.state.connection import StateError
 from avengers.state.feedback import FeedbackStore, RequestRecord, UnknownRequest
@@ -186,7 +187,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.feedback = feedback
 
     @grpc_errors
-    async def Ask(self, request: gateway_pb2.AskRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.AskResponse:  # noqa: N802
+    async def Ask(self, request: gateway_pb2.AskRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.AskResponse:
         remaining = context.time_remaining()
         return await self.ask(request, Deadline(self.config.defaults.timeout_seconds if remaining is None else remaining))
 
@@ -212,6 +213,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             raise service_error(exc) from exc
         for model in answer.failed_models:
             FAILED_MODELS.labels(model).inc()
+        if answer.models:
+            record_route("gateway", answer.cluster, answer.models[0])
         response = ask_response(answer, request_id)
         if key is not None and not answer.failed_models:  # a fallback answer is not what the route would give
             await self._cache_set(key, response)
@@ -263,7 +266,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             log.warning("could not remember request %s for feedback: %s", response.request_id, exc)
 
     @grpc_errors
-    async def Feedback(self, request: gateway_pb2.FeedbackRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.FeedbackResponse:  # noqa: N802
+    async def Feedback(self, request: gateway_pb2.FeedbackRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.FeedbackResponse:
         if not request.request_id.strip():
             raise InvalidArgument("request_id is empty")
         if len(request.request_id) > MAX_REQUEST_ID_CHARS:
