@@ -139,6 +139,11 @@ def test_symbolic_comparison_can_be_turned_off():
         "Looking at (A) and (B), neither works. The best answer is (C).",
         "A. foo\nB. bar\nThe answer is C",
         "I think a is wrong. Answer: (C)",
+        "I choose C.",
+        "So I'd go with C",
+        "My answer: option (c)",
+        "Answer: C) Paris",
+        "The answer is: **C) Paris**",
     ],
 )
 def test_multiple_choice_letter(mc, text):
@@ -153,6 +158,8 @@ def test_multiple_choice_letter(mc, text):
         "answer: a",
         "Z",
         "The answer is K",
+        "I pick a good one",
+        "Answer: a",
     ],
 )
 def test_multiple_choice_no_false_positive(mc, text):

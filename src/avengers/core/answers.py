@@ -624,6 +624,9 @@ _MC_EXPLICIT = [
     re.compile(
         r"(?:option|choice)\s*" + _LETTER + r"\s+is\s+(?:the\s+)?(?:correct|right|best)", re.IGNORECASE
     ),
+    re.compile(
+        r"\b(?:choose|chose|pick|select|go\s+with)\s+(?:option|choice)?\s*" + _LETTER + _END, re.IGNORECASE
+    ),
 ]
 _MC_BARE = re.compile(r"\**\s*" + _LETTER + r"\s*[.):]?\s*\**")
 _MC_LEADING = re.compile(r"\**\s*(?:\(([A-J])\)|([A-J])[.):])\s+\S")
@@ -642,6 +645,7 @@ class MultipleChoiceExtractor(AnswerExtractor):
         self.letters = letters
 
     def _valid(self, letter: str | None) -> str | None:
+        letter = letter.upper() if letter else None
         return letter if letter and letter in self.letters else None
 
     def extract(self, text: str) -> str | None:
@@ -653,10 +657,10 @@ class MultipleChoiceExtractor(AnswerExtractor):
                 return match.group(1)
         for pattern in _MC_EXPLICIT:
             matches = [m for m in pattern.finditer(text) if self._valid(m.group(1))]
-            # "Answer: a" in lower case is not a letter answer; the pattern is case-insensitive for the words.
-            matches = [m for m in matches if m.group(1).isupper()]
+            # "Answer: a" in lower case is not a letter answer ("(a)" is); the words match in any case.
+            matches = [m for m in matches if m.group(1).isupper() or text[m.start(1) - 1 : m.start(1)] == "("]
             if matches:
-                return matches[-1].group(1)
+                return matches[-1].group(1).upper()
         stripped = text.strip()
         bare = _MC_BARE.fullmatch(stripped)
         if bare and self._valid(bare.group(1)):
