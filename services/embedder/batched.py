@@ -6,20 +6,19 @@ Used by the Embedder service and by the Router service when it embeds queries in
 from __future__ import annotations
 
 import numpy as np
-from prometheus_client import Counter, Histogram
-
 from avengers.config.embedder_service import BatchingConfig
 from avengers.core.batching import BatcherClosed, BatcherOverloaded, MicroBatcher
 from avengers.core.embedding import Embedder, EmbeddingError
+from avengers.observability.metrics import counter, histogram
 from avengers.rpc.errors import ResourceExhausted, Unavailable
 
-BATCH_SIZE = Histogram(
+BATCH_SIZE = histogram(
     "avengers_embedder_batch_texts",
     "Texts per model call of the micro-batcher",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
 )
-BATCH_SECONDS = Histogram("avengers_embedder_batch_seconds", "Duration of one batched model call")
-REJECTED = Counter("avengers_embedder_rejected_total", "Embedding requests refused because the queue was full")
+BATCH_SECONDS = histogram("avengers_embedder_batch_seconds", "Duration of one batched model call")
+REJECTED = counter("avengers_embedder_rejected", "Embedding requests refused because the queue was full")
 
 
 def check_texts(texts: list[str], max_batch: int, max_text_chars: int) -> list[str]:

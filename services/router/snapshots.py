@@ -14,23 +14,22 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge
-
 from avengers.core.artifact import RouterArtifact
 from avengers.core.routing import ClusterRouter
+from avengers.observability.metrics import counter, gauge
 from avengers.services.router.query_embedding import QueryEmbedder
 from avengers.stores.base import CentroidStore, StoreError
 
 log = logging.getLogger(__name__)
 
-RELOADS = Counter(
-    "avengers_router_reloads_total",
+RELOADS = counter(
+    "avengers_router_reloads",
     "Checks of the store's active router, by outcome "
     "(loaded, unchanged, no_active, store_error, rejected: its embedder does not match the one serving)",
     ["outcome"],
 )
-STORE_UP = Gauge("avengers_router_store_up", "1 if the last check of the centroid store succeeded, else 0")
-LOADED_AT = Gauge("avengers_router_snapshot_loaded_timestamp_seconds", "When the serving router was loaded")
+STORE_UP = gauge("avengers_router_store_up", "1 if the last check of the centroid store succeeded, else 0")
+LOADED_AT = gauge("avengers_router_snapshot_loaded_timestamp_seconds", "When the serving router was loaded")
 
 
 @dataclass(frozen=True)
