@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from avengers.observability.metrics import record_route
 from avengers.rpc.errors import FailedPrecondition, InvalidArgument, Unavailable, grpc_errors
 from avengers.services.router.query_embedding import QueryEmbedder, mismatch_message
 from avengers.services.router.snapshots import RouterSnapshot, SnapshotManager
@@ -80,6 +81,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         result = snapshot.router.route(
             embedding, strategy=strategy, top_n=request.top_n or num_models, top_k=request.top_k or None, beta=beta
         )
+        record_route("router", result.cluster, artifact.models[result.models[0]])
         return router_pb2.RouteResponse(
             cluster=result.cluster,
             distance=result.distance,
