@@ -211,8 +211,10 @@ class LoadResult:
     def summary(self) -> str:
         lat = self.latency_ms
         lines = [
-            f"{self.target} @ {self.address}: {self.concurrency} clients, {self.elapsed_seconds:.1f} s measured "
-            f"({self.warmup_requests} warm-up requests not counted)",
+            (
+                f"{self.target} @ {self.address}: {self.concurrency} clients, {self.elapsed_seconds:.1f} s measured "
+                f"({self.warmup_requests} warm-up requests not counted)"
+            ),
             f"  requests    {self.requests} ({self.ok} ok, {self.requests - self.ok} failed)",
             f"  throughput  {self.qps:.1f} req/s",
             f"  latency ms  p50 {lat.p50:.2f}  p90 {lat.p90:.2f}  p99 {lat.p99:.2f}  max {lat.max:.2f}  mean {lat.mean:.2f}",
