@@ -175,6 +175,26 @@ def test_serve_config_check_rejects_bad_args_and_unknown_servicer(reports):
     assert any("nothing_pb2_grpc" in m for m in messages)
 
 
+def test_serve_config_check_resolves_the_import_path(reports):
+    rayservice = copy.deepcopy(rendered(reports, "default").get("RayService", f"{RELEASE}-model-pool").doc)
+
+    def findings_for(import_path: str) -> list[chart_check.Finding]:
+        config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+        config["applications"][0]["import_path"] = import_path
+        rayservice["spec"]["serveConfigV2"] = yaml.safe_dump(config)
+        return [
+            f
+            for f in chart_check.validate_serve_config(Manifest("t", rayservice))
+            if "import_path" in f.message
+        ]
+
+    assert findings_for("avengers.services.model_pool.server:start_model_pool_server") == []
+    (missing_attr,) = findings_for("avengers.services.model_pool.server:no_such_builder")
+    assert missing_attr.severity == "error"
+    (missing_module,) = findings_for("avengers.services.model_pool.not_written_yet:build_app")
+    assert missing_module.severity == "warning"
+
+
 def test_check_chart_script_passes_every_variant():
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "check_chart.py")],
