@@ -8,6 +8,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
 
 from avengers.config.model_pool import ModelConfig
@@ -28,6 +29,10 @@ from avengers.engines.base import StopScanner
 from avengers.engines.replay import ReplayEngine, unit_draw
 from avengers.engines.vllm import VLLMEngine
 from avengers.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
+
+
+# Module-scoped servers/engines and the tests share one event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 def request(prompt: str = "What is 2+3?", **sampling) -> GenerationRequest:
@@ -312,7 +317,7 @@ class FakeOpenAIServer:
         return web.json_response({"choices": choices, "usage": {"prompt_tokens": 7, "completion_tokens": 3 * n}})
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def fake_openai():
     fake = FakeOpenAIServer()
     app = web.Application()
