@@ -74,7 +74,15 @@ async def run_service(name: str, config: ConfigModel) -> None:
     reload = getattr(running, "reload", None)
     if reload is not None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+        reloads: set[asyncio.Task] = set()  # strong references until done
+
+        def on_sighup() -> None:
+            log.info("SIGHUP: reloading")
+            task = loop.create_task(reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
     await serve_until_signal(running, grace=config.server.grace_seconds)
 
 
