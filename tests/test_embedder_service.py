@@ -12,7 +12,7 @@ import pytest
 from avengers.config.embedder_service import BatchingConfig, EmbedderServiceConfig
 from avengers.config.embedding import EmbeddingConfig
 from avengers.core.batching import BatcherClosed, BatcherOverloaded, MicroBatcher
-from avengers.core.embedding import HashingEmbedder, create_embedder
+from avengers.core.embedding import Embedder, HashingEmbedder, create_embedder
 from avengers.services.embedder.server import start_embedder_server
 from avengers.v1 import embedder_pb2, embedder_pb2_grpc
 from serve_process import start_serve, stop_serve
@@ -25,20 +25,28 @@ def minilm():
     return create_embedder(EmbeddingConfig())
 
 
-class GatedEmbedder(HashingEmbedder):
-    """The hashing embedder, but each model call waits until the test opens the gate."""
+class GatedEmbedder(Embedder):
+    """Another embedder (default: hashing), but each model call waits until the test opens the gate."""
 
-    def __init__(self) -> None:
-        super().__init__(HASHING)
+    def __init__(self, inner: Embedder | None = None) -> None:
+        self.inner = inner or HashingEmbedder(HASHING)
         self.gate = threading.Event()
         self.calls: list[int] = []
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if texts != ["warm-up"]:
             self.calls.append(len(texts))
-            if not self.gate.wait(timeout=30):
+            if not self.gate.wait(timeout=60):
                 raise RuntimeError("gate never opened")
-        return super()._encode(texts)
+        return self.inner.encode(texts)
 
 
 def config(**batching) -> EmbedderServiceConfig:
@@ -55,20 +63,27 @@ def vectors(response: embedder_pb2.EmbedResponse) -> np.ndarray:
 
 
 async def test_concurrent_callers_are_batched_and_get_their_own_vectors(minilm):
-    cfg = EmbedderServiceConfig(batching=BatchingConfig(max_batch=32, max_wait_ms=50))
-    server = await start_embedder_server(cfg, "127.0.0.1:0", embedder=minilm)
+    embedder = GatedEmbedder(minilm)
+    cfg = EmbedderServiceConfig(batching=BatchingConfig(max_batch=32, max_wait_ms=0))
+    server = await start_embedder_server(cfg, "127.0.0.1:0", embedder=embedder)
     try:
         requests = [[f"request {i} text {j}: how do I sort a list of {i * j} numbers?" for j in range(1 + i % 3)] for i in range(12)]
-        responses = await asyncio.gather(*(call(server.port, texts) for texts in requests))
-        stats = server.embedder.batcher.stats
-        assert stats.requests == 12
-        assert stats.batches < 12, "concurrent requests should share model calls"
-        assert stats.largest_batch > 3
+        calls = [asyncio.create_task(call(server.port, texts)) for texts in requests]
+        total = sum(map(len, requests))
+        batcher = server.embedder.batcher
+        # The first request's model call waits at the gate while the other eleven queue up behind it.
+        while not (embedder.calls and embedder.calls[0] + batcher.queued_items == total):
+            await asyncio.sleep(0.01)
+        embedder.gate.set()
+        responses = await asyncio.gather(*calls)
+        assert embedder.calls == [embedder.calls[0], total - embedder.calls[0]]  # eleven requests, one model call
+        assert batcher.stats.requests == 12 and batcher.stats.batches == 2
         for texts, response in zip(requests, responses):
             assert response.model == minilm.name and response.dimension == 384
             np.testing.assert_allclose(vectors(response), minilm.encode(texts), atol=2e-5)
             np.testing.assert_allclose(np.linalg.norm(vectors(response), axis=1), 1.0, atol=1e-5)
     finally:
+        embedder.gate.set()
         await server.stop(0)
 
 
