@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from avengers.config.state import CacheConfig
 from avengers.state.connection import RedisConnection
+from avengers.state.registry import BackendRegistry
 
 
 def cache_key(fields: dict[str, Any]) -> str:
@@ -48,17 +49,8 @@ class ResponseCache(ABC):
         return self.config.ttl_seconds if ttl_seconds is None else ttl_seconds
 
 
-CacheFactory = Callable[[CacheConfig, "RedisConnection | None"], ResponseCache]
-_REGISTRY: dict[str, CacheFactory] = {}
-
-
-def register_cache(name: str) -> Callable[[type[ResponseCache]], type[ResponseCache]]:
-    def wrap(cls: type[ResponseCache]) -> type[ResponseCache]:
-        cls.name = name
-        _REGISTRY[name] = cls  # type: ignore[assignment]
-        return cls
-
-    return wrap
+CACHES: BackendRegistry[ResponseCache] = BackendRegistry("cache")
+register_cache = CACHES.register
 
 
 @register_cache("memory")
@@ -127,17 +119,6 @@ class NoCache(ResponseCache):
         return None
 
 
-def cache_backends() -> list[str]:
-    return sorted(_REGISTRY)
-
-
 def create_cache(config: CacheConfig, redis: RedisConnection | None = None) -> ResponseCache:
     """The configured cache; "auto" is redis when a connection is given, else memory."""
-    backend = config.backend
-    if backend == "auto":
-        backend = "redis" if redis is not None else "memory"
-    try:
-        factory = _REGISTRY[backend]
-    except KeyError:
-        raise ValueError(f"unknown cache backend {backend!r}; known: {cache_backends()}") from None
-    return factory(config, redis)
+    return CACHES.create(config.backend, config, redis)

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from avengers.config.state import FeedbackConfig
 from avengers.state.connection import RedisConnection, StateError
+from avengers.state.registry import BackendRegistry
 
 
 class UnknownRequest(StateError, LookupError):
@@ -145,17 +146,8 @@ class FeedbackStore(ABC):
         """Release connections."""
 
 
-FeedbackStoreFactory = Callable[[FeedbackConfig, "RedisConnection | None"], FeedbackStore]
-_REGISTRY: dict[str, FeedbackStoreFactory] = {}
-
-
-def register_feedback_store(name: str) -> Callable[[type[FeedbackStore]], type[FeedbackStore]]:
-    def wrap(cls: type[FeedbackStore]) -> type[FeedbackStore]:
-        cls.name = name
-        _REGISTRY[name] = cls  # type: ignore[assignment]
-        return cls
-
-    return wrap
+FEEDBACK_STORES: BackendRegistry[FeedbackStore] = BackendRegistry("feedback")
+register_feedback_store = FEEDBACK_STORES.register
 
 
 @register_feedback_store("memory")
@@ -320,17 +312,6 @@ class RedisFeedbackStore(FeedbackStore):
         }
 
 
-def feedback_backends() -> list[str]:
-    return sorted(_REGISTRY)
-
-
 def create_feedback_store(config: FeedbackConfig, redis: RedisConnection | None = None) -> FeedbackStore:
     """The configured store; "auto" is redis when a connection is given, else memory."""
-    backend = config.backend
-    if backend == "auto":
-        backend = "redis" if redis is not None else "memory"
-    try:
-        factory = _REGISTRY[backend]
-    except KeyError:
-        raise ValueError(f"unknown feedback backend {backend!r}; known: {feedback_backends()}") from None
-    return factory(config, redis)
+    return FEEDBACK_STORES.create(config.backend, config, redis)
