@@ -1,7 +1,7 @@
 """The Helm chart (helm/avengers), rendered offline with helm-python-sdk for each CI variant.
 
-Each variant (ci/default, ci/replay: no GPU, ci/gpu-multi: several vLLM models on GPU worker groups) is
-linted, rendered and validated once (avengers.deploy.chart_check); the tests then assert what the
+Each variant (ci/default, ci/replay: no GPU, ci/gpu-multi: several vLLM models on GPU worker groups,
+ci/standalone: the pool without Ray) is linted, rendered and validated once (avengers.deploy.chart_check); the tests then assert what the
 render contains and that the validators reject what they must.
 """
 
@@ -24,7 +24,8 @@ from avengers.deploy.chart_check import Manifest, Rendered, VariantReport
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "avengers"
-VARIANTS = ["default", "replay", "gpu-multi"]
+VARIANTS = ["default", "replay", "gpu-multi", "standalone"]
+RAY_VARIANTS = ["default", "replay", "gpu-multi"]
 SERVICES = {
     "gateway": "avengers.v1.Gateway",
     "embedder": "avengers.v1.Embedder",
@@ -88,6 +89,13 @@ def serve_config(r: Rendered) -> dict[str, Any]:
     return chart_check.serve_config(rayservice)
 
 
+def pool_config(r: Rendered) -> dict[str, Any]:
+    """The model-pool config the chart runs: the Serve app's args, or the standalone server's config file."""
+    if r.of_kind("RayService"):
+        return serve_config(r)["applications"][0]["args"]
+    return yaml.safe_load(r.get("ConfigMap", f"{RELEASE}-model-pool").doc["data"]["model-pool.yaml"])
+
+
 def strings_in(node: Any):
     if isinstance(node, dict):
         for key, value in node.items():
@@ -103,7 +111,7 @@ def strings_in(node: Any):
 # --- lint, render, validate ---------------------------------------------------------------------
 
 
-def test_the_chart_has_the_three_ci_variants():
+def test_the_chart_has_its_ci_variants():
     assert sorted(chart_check.chart_variants(CHART)) == sorted(VARIANTS)
 
 
@@ -113,7 +121,7 @@ def test_variant_lints_renders_and_validates_without_errors(reports, variant):
     assert report.ok, "\n".join(map(str, report.errors))
     # Every object went through a validator: Kubernetes schemas or the shipped CRD schemas.
     assert report.validated["kubernetes"] + report.validated.get("crd", 0) == len(report.rendered.manifests)
-    assert report.validated["serve-config"] == 1
+    assert report.validated.get("serve-config", 0) == (variant in RAY_VARIANTS)
     assert report.validated["service-config"] >= 3
 
 
@@ -330,7 +338,7 @@ def test_pods_run_as_non_root_with_read_only_root_filesystems(reports, variant):
 # --- the model pool -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", RAY_VARIANTS)
 def test_serve_config_lists_the_models_with_gpus_and_autoscaling_bounds(reports, variant_values, variant):
     pool = variant_values[variant]["modelPool"]
     config = serve_config(rendered(reports, variant))
@@ -726,3 +734,42 @@ def test_chart_metadata_matches_what_is_validated():
     import avengers
 
     assert chart["appVersion"] == avengers.__version__
+
+
+def test_standalone_pool_is_a_deployment_serving_the_same_config(reports, variant_values):
+    r = rendered(reports, "standalone")
+    values = variant_values["standalone"]["modelPool"]
+    assert not r.of_kind("RayService") and not r.of_kind("PodMonitor")
+    name = f"{RELEASE}-model-pool"
+    (container,) = containers(r.get("Deployment", name))
+    assert container["command"] == ["avengers"]
+    assert container["args"] == [
+        "serve",
+        "model-pool",
+        "--port",
+        "9000",
+        "--config",
+        "/etc/avengers/model-pool.yaml",
+    ]
+    assert container["image"] == "avengers-pool-cpu:0.1.0"
+    assert container["readinessProbe"]["grpc"] == {"port": 9000, "service": "avengers.v1.ModelPool"}
+    assert container["startupProbe"]["failureThreshold"] == 120
+    assert {"name": "replay", "mountPath": "/data/replay", "readOnly": True} in container["volumeMounts"]
+    # The pool gets no store or cache credentials.
+    assert not {"QDRANT_API_KEY", "REDIS_PASSWORD", "REDIS_URL"} & set(env_of(container))
+    assert r.get("Deployment", name).doc["spec"]["replicas"] == 2
+    assert r.get("PodDisruptionBudget", name).doc["spec"]["maxUnavailable"] == 1
+    config = ModelPoolConfig.model_validate(pool_config(r))
+    assert config.model_names == [m["name"] for m in values["models"]]
+    assert config.server.port == 9000
+    env = env_of(containers(r.get("Deployment", f"{RELEASE}-gateway"))[0])
+    assert env["AVENGERS_MODEL_POOL_ADDR"]["value"] == f"{name}:9000"
+    (monitor,) = r.of_kind("ServiceMonitor")
+    assert "model-pool" in monitor.doc["spec"]["selector"]["matchExpressions"][0]["values"]
+
+
+def test_ray_and_standalone_runtimes_run_the_same_pool_config(reports):
+    models = chart_check.load_values(chart_check.chart_variants(CHART)["replay"])["modelPool"]["models"]
+    ray = render({"modelPool": {"models": models, "workerGroups": []}})
+    standalone = render({"modelPool": {"models": models, "runtime": "standalone"}})
+    assert pool_config(ray) == pool_config(standalone)

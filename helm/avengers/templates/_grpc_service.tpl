@@ -1,8 +1,12 @@
 {{/*
-One avengers gRPC service (gateway, embedder, router or voter): its ConfigMap, Deployment, Service,
-HorizontalPodAutoscaler and PodDisruptionBudget. Called as
+One avengers gRPC server: its ConfigMap, Deployment, Service, HorizontalPodAutoscaler and
+PodDisruptionBudget. Called as
   {{ include "avengers.grpcService" (dict "root" $ "component" "embedder" "grpcService" "avengers.v1.Embedder") }}
 The container runs `avengers serve <component> --port <port> --config /etc/avengers/<component>.yaml`.
+Optional keys, for servers that are not one of the four services (the standalone model pool):
+  "values" (default .Values.<component>), "config" (the config dict; default values.config),
+  "image" (default .Values.image), "command" (default: the image's entrypoint), "env" (a template
+  name; default "avengers.commonEnv"), "podSecurityContext" and "containerSecurityContext".
 */}}
 {{/* The check of a startup or liveness probe: (dict "port" 50051 "mode" "grpc"|"tcp"). */}}
 {{- define "avengers.livenessCheck" -}}
@@ -19,9 +23,10 @@ grpc:
 {{- define "avengers.grpcService" -}}
 {{- $root := .root }}
 {{- $component := .component }}
-{{- $v := index $root.Values $component }}
+{{- $v := .values | default (index $root.Values $component) }}
 {{- $name := include "avengers.componentName" . }}
-{{- $config := deepCopy $v.config }}
+{{- $image := .image | default $root.Values.image }}
+{{- $config := deepCopy (.config | default $v.config) }}
 {{- if eq $component "gateway" }}
 {{- /* The gateway calls the model pool with the Serve application name the pool runs under (unless set). */}}
 {{- $config = merge $config (dict "downstream" (dict "model_pool_application" $root.Values.modelPool.appName)) }}
@@ -75,12 +80,16 @@ spec:
       automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
       {{- include "avengers.imagePullSecrets" (dict "root" $root "indent" 6) }}
       securityContext:
-        {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+        {{- toYaml (.podSecurityContext | default $root.Values.podSecurityContext) | nindent 8 }}
       terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
       containers:
         - name: {{ $component }}
-          image: {{ include "avengers.imageRef" (dict "root" $root "image" $root.Values.image) | quote }}
-          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          image: {{ include "avengers.imageRef" (dict "root" $root "image" $image) | quote }}
+          imagePullPolicy: {{ $image.pullPolicy }}
+          {{- with .command }}
+          command:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
           args:
             - serve
             - {{ $component }}
@@ -98,7 +107,7 @@ spec:
               protocol: TCP
             {{- end }}
           env:
-            {{- include "avengers.commonEnv" $root | nindent 12 }}
+            {{- include (.env | default "avengers.commonEnv") $root | nindent 12 }}
             {{- with $v.env }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -131,7 +140,7 @@ spec:
           resources:
             {{- toYaml $v.resources | nindent 12 }}
           securityContext:
-            {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
+            {{- toYaml (.containerSecurityContext | default $root.Values.containerSecurityContext) | nindent 12 }}
           volumeMounts:
             - name: config
               mountPath: /etc/avengers

@@ -73,15 +73,19 @@ app.kubernetes.io/part-of: avengers
 
 {{/* Addresses the services use to find each other ------------------------------------------- */}}
 
-{{/* host:port of one of the four gRPC services: (dict "root" $ "component" "router"). */}}
+{{/* host:port of one of the four gRPC services: (dict "root" $ "component" "router"), or of another
+     component with (dict ... "port" N). */}}
 {{- define "avengers.serviceAddr" -}}
-{{- $values := index .root.Values .component }}
-{{- printf "%s:%d" (include "avengers.componentName" .) (int $values.port) }}
+{{- $port := .port | default (index .root.Values .component).port }}
+{{- printf "%s:%d" (include "avengers.componentName" .) (int $port) }}
 {{- end }}
 
-{{/* host:port of the model pool's gRPC ingress: the serve Service KubeRay creates for the RayService. */}}
+{{/* host:port of the model pool: the serve Service KubeRay creates for the RayService, the standalone
+     pool's Service, or the external address. */}}
 {{- define "avengers.modelPoolAddr" -}}
-{{- if .Values.modelPool.enabled }}
+{{- if and .Values.modelPool.enabled (eq .Values.modelPool.runtime "standalone") }}
+{{- include "avengers.serviceAddr" (dict "root" . "component" "model-pool" "port" .Values.modelPool.grpcPort) }}
+{{- else if .Values.modelPool.enabled }}
 {{- printf "%s-serve-svc:%d" (include "avengers.componentName" (dict "root" . "component" "model-pool")) (int .Values.modelPool.grpcPort) }}
 {{- else }}
 {{- required "modelPool.externalAddr is required when modelPool.enabled is false" .Values.modelPool.externalAddr }}

@@ -1,19 +1,30 @@
 {{/*
+The model-pool config (ModelPoolConfig) the chart runs, as a YAML document: app_name, the models as
+given, server.port = grpcPort, http_port 8000 (KubeRay probes the Serve HTTP proxy there),
+grpc_request_timeout_s, and modelPool.extraArgs for the rest (limits, ingress). The Ray Serve app gets it
+as its args; the standalone server as its --config file.
+*/}}
+{{- define "avengers.modelPool.config" -}}
+{{- $mp := .Values.modelPool }}
+{{- $config := merge (dict "app_name" $mp.appName "models" $mp.models "server" (dict "port" (int $mp.grpcPort)) "http_port" 8000) (deepCopy $mp.extraArgs) }}
+{{- if not (kindIs "invalid" $mp.grpcRequestTimeoutS) }}
+{{- $_ := set $config "grpc_request_timeout_s" $mp.grpcRequestTimeoutS }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/*
 The Ray Serve config (serveConfigV2) of the model pool, as a YAML document: one application running
-avengers.services.model_pool.app:build_app whose args are the model-pool config (ModelPoolConfig:
-app_name, models, server.port = grpcPort, http_port 8000 (KubeRay probes the Serve HTTP proxy there),
-grpc_request_timeout_s, and modelPool.extraArgs), and the gRPC proxy serving avengers.v1.ModelPool on
-modelPool.grpcPort.
+modelPool.importPath (avengers.services.model_pool.app:build_app) with the model-pool config as its args,
+and the gRPC proxy serving avengers.v1.ModelPool on modelPool.grpcPort.
 */}}
 {{- define "avengers.modelPool.serveConfig" -}}
 {{- $mp := .Values.modelPool }}
-{{- $args := merge (dict "app_name" $mp.appName "models" $mp.models "server" (dict "port" (int $mp.grpcPort)) "http_port" 8000) (deepCopy $mp.extraArgs) }}
 {{- $grpc := dict "port" (int $mp.grpcPort) "grpc_servicer_functions" (list "avengers.v1.model_pool_pb2_grpc.add_ModelPoolServicer_to_server") }}
 {{- if not (kindIs "invalid" $mp.grpcRequestTimeoutS) }}
 {{- $_ := set $grpc "request_timeout_s" $mp.grpcRequestTimeoutS }}
-{{- $_ := set $args "grpc_request_timeout_s" $mp.grpcRequestTimeoutS }}
 {{- end }}
-{{- $app := dict "name" $mp.appName "import_path" $mp.importPath "args" $args }}
+{{- $app := dict "name" $mp.appName "import_path" $mp.importPath "args" (include "avengers.modelPool.config" . | fromYaml) }}
 {{- $serve := dict
       "proxy_location" "EveryNode"
       "http_options" (dict "host" "0.0.0.0" "port" 8000)
@@ -93,6 +104,28 @@ sum(min_replicas * num_gpus) must fit in sum(maxReplicas * nvidia.com/gpu) of th
 {{- end }}
 
 {{/* Scheduling of a head or worker group: (its values). */}}
+{{/* Environment of the standalone pool server (no store or cache credentials: it needs none). */}}
+{{- define "avengers.modelPool.standaloneEnv" -}}
+- name: AVENGERS_LOG_LEVEL
+  value: {{ .Values.modelPool.logLevel | quote }}
+- name: AVENGERS_METRICS_PORT
+  value: {{ ternary .Values.metrics.port 0 .Values.metrics.enabled | quote }}
+- name: HOME
+  value: /tmp
+- name: HF_HOME
+  value: /tmp/hf
+{{- with .Values.modelPool.huggingFace.existingSecret }}
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.modelPool.huggingFace.existingSecretKey }}
+{{- end }}
+{{- with .Values.modelPool.env }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{- define "avengers.modelPool.scheduling" -}}
 {{- with .nodeSelector }}
 nodeSelector:
