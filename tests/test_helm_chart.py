@@ -773,3 +773,18 @@ def test_ray_and_standalone_runtimes_run_the_same_pool_config(reports):
     ray = render({"modelPool": {"models": models, "workerGroups": []}})
     standalone = render({"modelPool": {"models": models, "runtime": "standalone"}})
     assert pool_config(ray) == pool_config(standalone)
+
+
+def test_the_chart_packages_without_its_ci_files(tmp_path):
+    import tarfile
+
+    import helm_python
+
+    archive = helm_python.package(str(CHART), destination=str(tmp_path))
+    assert Path(archive).name == "avengers-0.1.0.tgz"
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert "avengers/values.schema.json" in names and "avengers/templates/NOTES.txt" in names
+    assert not [n for n in names if n.startswith("avengers/ci/")]
+    with helm_python.Chart.load(archive) as chart:
+        assert any(t.endswith("model-pool-rayservice.yaml") for t in chart.render(name="x"))
