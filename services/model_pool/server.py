@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from avengers.config.model_pool import ModelPoolConfig
 from avengers.engines.base import Engine, create_engine
@@ -53,12 +53,14 @@ async def start_engines(config: ModelPoolConfig) -> dict[str, Engine]:
     return engines
 
 
-async def start_model_pool_server(config: ModelPoolConfig, address: str | None = None) -> GrpcServer:
+async def start_model_pool_server(config: ModelPoolConfig | None = None, address: str | None = None) -> GrpcServer:
     """Start every model's engine and serve the ModelPool contract on ``address``.
 
     ``address`` defaults to ``config.server.address`` (0.0.0.0:9000); "127.0.0.1:0" picks a free port (read
-    it from ``.port``). The returned server's ``stop()`` also shuts the engines down.
+    it from ``.port``). ``config.server`` also brings TLS, bearer-token auth and /metrics when set. The
+    returned server's ``stop()`` also shuts the engines down. No config: the default pool (SmolLM2 on CPU).
     """
+    config = config or ModelPoolConfig()
     engines = await start_engines(config)
     try:
         servicer = ModelPoolServicer(config, {name: EngineTarget(e) for name, e in engines.items()})
@@ -71,9 +73,7 @@ async def start_model_pool_server(config: ModelPoolConfig, address: str | None =
         await shutdown_engines(engines.values())
         raise
     log.info("model pool serving %s on port %d", ", ".join(engines), running.port)
-    return ModelPoolServer(
-        server=running.server, health=running.health, port=running.port, services=running.services, engines=engines
-    )
+    return ModelPoolServer(**{f.name: getattr(running, f.name) for f in fields(running)}, engines=engines)
 
 
 async def serve_model_pool(config: ModelPoolConfig, address: str | None = None) -> None:

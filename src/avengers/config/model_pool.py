@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from avengers.config.base import ConfigModel
 from avengers.config.server import ServerConfig
@@ -17,6 +17,7 @@ from avengers.config.server import ServerConfig
 EngineBackend = Literal["vllm", "openai", "llama_cpp", "replay"]
 DEFAULT_GRPC_PORT = 9000
 DEFAULT_APP_NAME = "model_pool"
+DEFAULT_MODEL_NAME = "smollm2-135m"
 MODEL_POOL_SERVICER_FUNCTION = "avengers.v1.model_pool_pb2_grpc.add_ModelPoolServicer_to_server"
 
 
@@ -269,10 +270,22 @@ class ModelConfig(ConfigModel):
     max_ongoing_requests: int = Field(default=16, ge=1)
     """Requests one replica takes at once (Ray Serve queues the rest; vLLM batches them)."""
 
+    health_check_period_s: float = Field(default=10.0, gt=0.0)
+    """How often Ray Serve checks a replica's engine; a failed check replaces the replica."""
+
+    health_check_timeout_s: float = Field(default=30.0, gt=0.0)
+    """How long a health check may take before the replica counts as unhealthy."""
+
     @model_validator(mode="after")
     def _options_match_backend(self) -> ModelConfig:
         own = _BACKEND_OPTION_FIELDS[self.backend]
-        stray = [f for f in _BACKEND_OPTION_FIELDS.values() if f != own and f in self.model_fields_set]
+        stray = [
+            f
+            for f in _BACKEND_OPTION_FIELDS.values()
+            if f != own
+            and f in self.model_fields_set
+            and getattr(self, f) != type(self).model_fields[f].get_default(call_default_factory=True)
+        ]
         if stray:
             raise ValueError(f"model {self.name!r} (backend {self.backend!r}) sets options of other backends: {stray}")
         if self.backend == "vllm" and not self.model_id:
@@ -284,6 +297,13 @@ class ModelConfig(ConfigModel):
         if self.sampling.n > self.max_n:
             raise ValueError(f"model {self.name!r}: sampling.n exceeds max_n")
         return self
+
+    @model_serializer(mode="wrap")
+    def _only_own_backend_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dumps carry the options of this model's backend only (so a dump validates again)."""
+        data = handler(self)
+        own = _BACKEND_OPTION_FIELDS[self.backend]
+        return {k: v for k, v in data.items() if k == own or k not in _BACKEND_OPTION_FIELDS.values()}
 
     @property
     def deployment_name(self) -> str:
@@ -328,8 +348,10 @@ class IngressConfig(ConfigModel):
 class ModelPoolConfig(ConfigModel):
     """The whole pool: models, limits, and how it is served (standalone gRPC server or Ray Serve)."""
 
-    models: list[ModelConfig] = Field(min_length=1)
-    """Models served; names must be unique."""
+    models: list[ModelConfig] = Field(
+        default_factory=lambda: [ModelConfig(name=DEFAULT_MODEL_NAME, backend="llama_cpp")], min_length=1
+    )
+    """Models served; names must be unique. Default: SmolLM2-135M-Instruct on llama.cpp (CPU, offline)."""
 
     app_name: str = DEFAULT_APP_NAME
     """Ray Serve application name; gRPC clients send it as the "application" metadata key."""
