@@ -24,7 +24,8 @@ and the gRPC proxy serving avengers.v1.ModelPool on modelPool.grpcPort.
 {{- if not (kindIs "invalid" $mp.grpcRequestTimeoutS) }}
 {{- $_ := set $grpc "request_timeout_s" $mp.grpcRequestTimeoutS }}
 {{- end }}
-{{- $app := dict "name" $mp.appName "import_path" $mp.importPath "args" (include "avengers.modelPool.config" . | fromYaml) }}
+{{- /* Per-model deployment options (replicas, autoscaling, resources) are applied by the app from its args. */}}
+{{- $app := dict "name" $mp.appName "route_prefix" (printf "/%s" $mp.appName) "import_path" $mp.importPath "args" (include "avengers.modelPool.config" . | fromYaml) }}
 {{- $serve := dict
       "proxy_location" "EveryNode"
       "http_options" (dict "host" "0.0.0.0" "port" 8000)
