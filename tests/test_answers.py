@@ -36,6 +36,7 @@ def test_registry_knows_every_task_type():
         ["\\sqrt{4}", "2", "4/2", "2^1", "\\sqrt[3]{8}"],
         ["\\frac{\\sqrt{3}}{2}", "\\sqrt{3}/2", "\\frac{\\sqrt 3}{2}", "\\frac{3}{2\\sqrt{3}}"],
         ["(x+1)^2", "x^2+2x+1", "x^{2} + 2x + 1"],
+        ["x+1", "\\frac{x^2-1}{x-1}", "\\frac{(x+1)^{3}}{(x+1)^{2}}"],
         ["-\\frac{1}{2}", "-0.5", "-1/2", "\\left(-\\frac{1}{2}\\right)"],
         ["x = 3", "3", "3."],
         ["3\\frac{1}{2}", "7/2", "3.5"],
@@ -109,6 +110,11 @@ def test_boxed_needs_balanced_braces():
         "\\sqrt{" * 100 + "2" + "}" * 100,
         "lambda: 1",
         "().__class__.__bases__[0]",
+        "\\sin(x)^{100}+\\cos(x)^{100}",
+        "(a+b+c+d+e+f+g+h)^{10}",
+        "(x+1)^{1000}",
+        "\\frac{(a+b+c+d)^{10}}{(a-b+c-d)^{10}}",
+        "(1+\\sqrt{2}+\\sqrt{3}+\\sqrt{5})^{30}",
     ],
 )
 def test_hostile_math_is_bounded_and_never_evaluated(math, hostile):

@@ -8,7 +8,8 @@ equal; :meth:`~AnswerExtractor.key` does both. Extractors register by task-type 
 Math keys are exact: numbers become reduced fractions ("0.5", "1/2", "\\frac{1}{2}", ".50" -> "1/2";
 "1,000" and "$1000" -> "1000"; "50\\%" -> "50", the percent sign being dropped), other expressions are
 read by a small recursive-descent parser of LaTeX/plain math into sympy objects — never ``eval`` — with
-bounded input length, literal size, exponents and node count, then simplified ("2x+1" == "1+2x",
+bounded input length, literal size, exponents, node count and expansion size, then expanded and cancelled
+(never the unbounded ``simplify``) so that equal expressions print the same ("2x+1" == "1+2x",
 "\\sqrt{4}" == "2"). Whatever cannot be parsed falls back to a whitespace-free lowercase string.
 """
 
@@ -295,12 +296,17 @@ class _MathParser:
 
     def checked_pow(self, base: Any, exponent: Any) -> Any:
         if exponent.is_number:
-            if abs(float(exponent)) > self.limits.max_exponent:
+            power = abs(float(exponent))
+            if power > self.limits.max_exponent:
                 raise MathParseError("exponent too large")
-            if base.is_number and base != 0:
-                digits = self.magnitude_digits(base) * abs(float(exponent))
-                if digits > self.limits.max_digits:
+            if base.is_Rational:
+                if base != 0 and self.magnitude_digits(base) * power > self.limits.max_digits:
                     raise MathParseError("number too large")
+            elif base.is_Atom or base.is_Function:  # x^n, pi^n, sin(x)^n: one node whatever n
+                if power > self.limits.max_symbolic_exponent:
+                    raise MathParseError("exponent too large")
+            elif power > self.limits.max_compound_exponent:  # (a+b)^n expands to many terms
+                raise MathParseError("exponent of a compound expression too large")
         self.count()
         return self.sp.Pow(base, exponent)
 
@@ -433,8 +439,12 @@ class MathLimits:
     """Longest number literal."""
     max_factorial: int = 100
     """Largest n in n!."""
-    max_simplify_ops: int = 60
-    """Expressions with more operations are only expanded, not simplified."""
+    max_symbolic_exponent: float = 100
+    """Largest |exponent| of a symbol, constant or function (x^n, \\pi^n, \\sin(x)^n)."""
+    max_expanded_terms: int = 300
+    """Expressions whose expansion could have more terms compare as text."""
+    max_compound_exponent: float = 10
+    """Largest |exponent| of a sum, product or power ((a+b)^n), which expansion multiplies out."""
 
 
 MAX_NUMBER_CHARS = 1000
@@ -520,9 +530,21 @@ def split_top_level(s: str, separator: str = ",") -> list[str]:
     return parts
 
 
+def expanded_terms(expr: Any) -> int:
+    """Upper bound on the number of terms ``expand`` produces (multinomial count for powers of sums)."""
+    if expr.is_Add:
+        return sum(expanded_terms(arg) for arg in expr.args)
+    if expr.is_Mul:
+        return math.prod(expanded_terms(arg) for arg in expr.args)
+    if expr.is_Pow and expr.exp.is_Integer:
+        terms, power = expanded_terms(expr.base), abs(int(expr.exp))
+        return math.comb(power + terms - 1, terms - 1) if terms > 1 else 1
+    return 1
+
+
 @lru_cache(maxsize=4096)
 def symbolic_key(s: str, limits: MathLimits) -> str | None:
-    """Canonical text of a parsed and simplified expression; None when the bounded parse refuses it."""
+    """Canonical text of a parsed, expanded and cancelled expression; None when the bounded parse refuses it."""
     if len(s) > limits.max_chars:
         return None
     words = re.findall(r"[A-Za-z]{3,}", re.sub(r"\\[A-Za-z]+", " ", s))
@@ -534,9 +556,14 @@ def symbolic_key(s: str, limits: MathLimits) -> str | None:
         expr = _MathParser(_tokenize(s), limits).parse()
         if expr.is_Rational:
             return fraction_key(Fraction(int(expr.p), int(expr.q)))
-        if sympy.count_ops(expr) <= limits.max_simplify_ops:
-            expr = sympy.simplify(expr)
-        expr = sympy.expand(expr)  # one form for (x+1)^2 and x^2+2x+1
+        # One form for (x+1)^2 and x^2+2x+1, and for (x^2-1)/(x-1) and x+1. No general simplify():
+        # its run time has no useful bound (trigonometric identities can take minutes).
+        if expanded_terms(expr) > limits.max_expanded_terms:
+            return None
+        expr = sympy.expand(expr)
+        symbols = expr.free_symbols
+        if symbols and not expr.is_polynomial(*symbols) and expr.is_rational_function(*symbols):
+            expr = sympy.expand(sympy.cancel(expr))
         if expr.is_Rational:
             return fraction_key(Fraction(int(expr.p), int(expr.q)))
         return str(expr)
@@ -545,7 +572,7 @@ def symbolic_key(s: str, limits: MathLimits) -> str | None:
 
 
 def math_key(answer: str, limits: MathLimits, symbolic: bool = True, depth: int = 0) -> str | None:
-    """Canonical key of a raw math answer: exact number, simplified expression, tuple, or plain text."""
+    """Canonical key of a raw math answer: exact number, canonical expression, tuple, or plain text."""
     s = clean_math(answer)
     if not s:
         return None
