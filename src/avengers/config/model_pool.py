@@ -290,6 +290,11 @@ class ModelConfig(ConfigModel):
             raise ValueError(f"model {self.name!r} (backend {self.backend!r}) sets options of other backends: {stray}")
         if self.backend == "vllm" and not self.model_id:
             raise ValueError(f"model {self.name!r}: the vllm backend needs model_id (Hugging Face id or local dir)")
+        if self.backend == "vllm" and 0 < self.resources.num_gpus < self.vllm.tensor_parallel_size:
+            raise ValueError(
+                f"model {self.name!r}: vllm.tensor_parallel_size={self.vllm.tensor_parallel_size} needs "
+                f"resources.num_gpus >= {self.vllm.tensor_parallel_size}"
+            )
         if self.backend == "replay" and self.replay is None:
             raise ValueError(f"model {self.name!r}: the replay backend needs a 'replay' section")
         if self.sampling.max_tokens > self.max_tokens_limit:

@@ -85,6 +85,10 @@ class VLLMEngine(Engine):
         for name in ("max_model_len", "quantization", "download_dir"):
             if getattr(o, name) is not None:
                 args[name] = getattr(o, name)
+        if o.tensor_parallel_size > 1:
+            # Inside a Ray Serve replica that already holds the GPUs: shard with worker processes on them,
+            # not with further Ray actors (which would wait for GPUs the replica has taken).
+            args["distributed_executor_backend"] = "mp"
         return {**args, **o.engine_args}
 
     async def start(self) -> None:
