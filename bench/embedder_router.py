@@ -67,7 +67,7 @@ async def bench_embedder(embedder, requests: int, clients: int) -> None:
         server = await start_embedder_server(config, "127.0.0.1:0", embedder=embedder)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = embedder_pb2_grpc.EmbedderStub(channel)
-            calls = [lambda t=t: stub.Embed(embedder_pb2.EmbedRequest(texts=[t])) for t in texts(requests)]
+            calls = [lambda t=t, stub=stub: stub.Embed(embedder_pb2.EmbedRequest(texts=[t])) for t in texts(requests)]
             await load(calls[:clients], clients)  # warm-up
             wall, latencies = await load(calls, clients)
         stats = server.embedder.batcher.stats
