@@ -23,6 +23,7 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 from avengers.config.voter_service import VoterServiceConfig
+from avengers.core.answers import TASK_TYPES
 from avengers.core.sandbox import Sandbox, SandboxError
 from avengers.core.voting import Candidate, JudgeOptions, VoteResult, model_switch_vote, vote
 from avengers.rpc.errors import InvalidArgument, Unavailable, grpc_errors
@@ -68,7 +69,8 @@ def parse_request(request: voter_pb2.VoteRequest, config: VoterServiceConfig) ->
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
     if task_type is None:
-        raise InvalidArgument(f"task_type is required; one of {TASK_TYPE.names()}")
+        known = ", ".join(f"TASK_TYPE_{name.upper()}" for name in TASK_TYPES)
+        raise InvalidArgument(f"task_type is required; one of {known}")
     count = len(request.candidates)
     if count == 0:
         raise InvalidArgument("no candidates: send at least one")
