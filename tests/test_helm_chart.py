@@ -788,3 +788,24 @@ def test_the_chart_packages_without_its_ci_files(tmp_path):
     assert not [n for n in names if n.startswith("avengers/ci/")]
     with helm_python.Chart.load(archive) as chart:
         assert any(t.endswith("model-pool-rayservice.yaml") for t in chart.render(name="x"))
+
+
+@pytest.mark.parametrize("variant", RAY_VARIANTS)
+def test_serve_config_matches_the_model_pool_renderer(reports, variant):
+    """The chart's serveConfigV2 is what `avengers pool serve-config` renders for the same pool config, except
+    the per-model `deployments` overrides, which the chart leaves to the app (build_app applies the same
+    options from its args), and the chart's logging_config."""
+    from avengers.services.model_pool.serve_config import render_serve_config
+
+    chart = serve_config(rendered(reports, variant))
+    pool = ModelPoolConfig.model_validate(chart["applications"][0]["args"])
+    expected = render_serve_config(pool)
+    assert chart["grpc_options"] == expected["grpc_options"]
+    assert chart["http_options"] == expected["http_options"]
+    assert chart["proxy_location"] == expected["proxy_location"]
+    (app,), (expected_app,) = chart["applications"], expected["applications"]
+    assert {k: v for k, v in app.items() if k != "args"} == {
+        k: v for k, v in expected_app.items() if k not in ("args", "deployments")
+    }
+    assert ModelPoolConfig.model_validate(expected_app["args"]) == pool
+    assert [d["name"] for d in expected_app["deployments"]][1:] == [m.deployment_name for m in pool.models]
