@@ -31,8 +31,8 @@ from avengers.engines.vllm import VLLMEngine
 from avengers.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
-# Module-scoped servers/engines and the tests share one event loop.
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# Async tests share the module-scoped fixtures' event loop.
+module_loop = pytest.mark.asyncio(loop_scope="module")
 
 
 def request(prompt: str = "What is 2+3?", **sampling) -> GenerationRequest:
@@ -67,6 +67,7 @@ async def smol():
     await engine.shutdown()
 
 
+@module_loop
 async def test_llama_cpp_generates_n_samples_with_one_prefill(smol):
     before = smol.stats.prefills
     result = await smol.generate(request(n=3, max_tokens=8, temperature=1.0, seed=11))
@@ -80,6 +81,7 @@ async def test_llama_cpp_generates_n_samples_with_one_prefill(smol):
     assert result.completion_tokens == sum(s.completion_tokens for s in result.samples)
 
 
+@module_loop
 async def test_llama_cpp_reused_prefill_equals_fresh_prefill(smol):
     # Sample i of a request uses seed + i on the shared prefill; a fresh request with that seed must match.
     shared = await smol.generate(request(n=3, max_tokens=10, temperature=1.0, seed=40))
@@ -88,6 +90,7 @@ async def test_llama_cpp_reused_prefill_equals_fresh_prefill(smol):
         assert fresh.samples[0].text == shared.samples[i].text
 
 
+@module_loop
 async def test_llama_cpp_stream_matches_generate(smol):
     req = request(prompt="Name a colour.", n=2, max_tokens=12, temperature=0.9, seed=3)
     whole = await smol.generate(req)
@@ -101,6 +104,7 @@ async def test_llama_cpp_stream_matches_generate(smol):
     assert finishes == {s.index: (s.finish_reason, s.completion_tokens) for s in whole.samples}
 
 
+@module_loop
 async def test_llama_cpp_greedy_chat_and_stop_strings(smol):
     chat = GenerationRequest(
         sampling=SamplingSpec(n=2, temperature=0.0, max_tokens=16),
@@ -118,6 +122,7 @@ async def test_llama_cpp_greedy_chat_and_stop_strings(smol):
     assert cut.samples[0].finish_reason == "stop"
 
 
+@module_loop
 async def test_llama_cpp_prompt_longer_than_context_is_refused():
     engine = create_engine(ModelConfig(name="tiny-ctx", backend="llama_cpp", llama_cpp={"n_ctx": 64}))
     await engine.start()
@@ -130,6 +135,7 @@ async def test_llama_cpp_prompt_longer_than_context_is_refused():
         await engine.shutdown()
 
 
+@module_loop
 async def test_llama_cpp_missing_gguf_is_a_clear_error():
     engine = create_engine(ModelConfig(name="ghost", backend="llama_cpp", model_id="/nonexistent/model.gguf"))
     with pytest.raises(EngineNotInstalled, match="not found"):
@@ -186,6 +192,7 @@ async def replay_engine(name: str, labels=None, outputs=None, **options) -> Repl
     return engine
 
 
+@module_loop
 async def test_replay_probability_one_and_zero(replay_files):
     labels, _ = replay_files
     a = await replay_engine("a", labels)
@@ -201,6 +208,7 @@ async def test_replay_probability_one_and_zero(replay_files):
     assert math.key(gold) not in wrong and 1 <= len(wrong) <= 3
 
 
+@module_loop
 async def test_replay_correct_with_the_recorded_probability_and_deterministic(replay_files):
     labels, _ = replay_files
     b = await replay_engine("b", labels)
@@ -221,6 +229,7 @@ async def test_replay_correct_with_the_recorded_probability_and_deterministic(re
     assert [gold in s.text for s in r1.samples] == correct
 
 
+@module_loop
 async def test_replay_multiple_choice_formats(replay_files):
     labels, _ = replay_files
     a = await replay_engine("a", labels)
@@ -239,6 +248,7 @@ async def test_replay_multiple_choice_formats(replay_files):
     assert arc.samples[0].text == f"Answer: {b.gold_answer('q1')}" and b.gold_answer("q1") in "ABCD"
 
 
+@module_loop
 async def test_replay_recorded_outputs_win_and_cycle(replay_files):
     labels, outputs = replay_files
     a = await replay_engine("a", labels, outputs)
@@ -252,6 +262,7 @@ async def test_replay_recorded_outputs_win_and_cycle(replay_files):
     assert only_outputs.task_count == 2
 
 
+@module_loop
 async def test_replay_unknown_and_bad_config(replay_files, tmp_path):
     labels, _ = replay_files
     a = await replay_engine("a", labels)
@@ -342,6 +353,7 @@ async def openai_engine(base_url: str, **options):
     return engine
 
 
+@module_loop
 async def test_openai_chat_sends_n_in_one_request(fake_openai, monkeypatch):
     monkeypatch.setenv("POOL_TEST_KEY", "sk-test")
     engine = await openai_engine(fake_openai.base_url, api_key_env="POOL_TEST_KEY")
@@ -358,6 +370,7 @@ async def test_openai_chat_sends_n_in_one_request(fake_openai, monkeypatch):
         await engine.shutdown()
 
 
+@module_loop
 async def test_openai_completions_and_split_n(fake_openai):
     engine = await openai_engine(fake_openai.base_url, api="completions", split_n=True)
     try:
@@ -372,6 +385,7 @@ async def test_openai_completions_and_split_n(fake_openai):
         await engine.shutdown()
 
 
+@module_loop
 async def test_openai_stream(fake_openai):
     engine = await openai_engine(fake_openai.base_url)
     try:
@@ -387,6 +401,7 @@ async def test_openai_stream(fake_openai):
         await engine.shutdown()
 
 
+@module_loop
 async def test_openai_errors_map_to_statuses(fake_openai, unused_tcp_port):
     engine = await openai_engine(fake_openai.base_url, model_id="missing")
     with pytest.raises(NotFound, match="does not exist"):
@@ -425,12 +440,14 @@ async def test_openai_errors_map_to_statuses(fake_openai, unused_tcp_port):
         await dead.shutdown()
 
 
+@module_loop
 async def test_openai_missing_api_key_env(fake_openai, monkeypatch):
     monkeypatch.delenv("POOL_TEST_ABSENT", raising=False)
     with pytest.raises(FailedPrecondition, match="POOL_TEST_ABSENT"):
         await openai_engine(fake_openai.base_url, api_key_env="POOL_TEST_ABSENT")
 
 
+@module_loop
 async def test_openai_timeout_is_deadline_exceeded():
     async def slow(request):
         await asyncio.sleep(5)
@@ -544,6 +561,7 @@ async def fake_vllm_engine():
     return engine, FakeAsyncLLM.instances[-1]
 
 
+@module_loop
 async def test_vllm_n_samples_in_one_engine_request():
     engine, llm = await fake_vllm_engine()
     assert llm.args["model"] == "Qwen/Qwen2.5-7B-Instruct" and llm.args["max_model_len"] == 4096
@@ -568,6 +586,7 @@ async def test_vllm_n_samples_in_one_engine_request():
     assert llm.shut
 
 
+@module_loop
 async def test_vllm_stream_and_errors():
     engine, llm = await fake_vllm_engine()
     deltas = [d async for d in engine.stream(request(n=2, stop=("###",)))]
@@ -589,6 +608,7 @@ async def test_vllm_stream_and_errors():
     await engine.shutdown()
 
 
+@module_loop
 async def test_vllm_not_installed_is_failed_precondition():
     try:
         import vllm  # noqa: F401

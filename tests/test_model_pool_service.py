@@ -13,8 +13,8 @@ from avengers.services.model_pool.server import ModelPoolServer, start_model_poo
 from avengers.v1 import common_pb2, model_pool_pb2, model_pool_pb2_grpc
 
 
-# Module-scoped servers/engines and the tests share one event loop.
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# Async tests share the module-scoped fixtures' event loop.
+module_loop = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,7 @@ def gen(model="smollm2", prompt="Say hello.", **sampling) -> model_pool_pb2.Gene
     return model_pool_pb2.GenerateRequest(model=model, prompt=prompt, sampling=common_pb2.SamplingParams(**sampling))
 
 
+@module_loop
 async def test_generate_n_samples_from_llama_cpp(pool):
     running, stub, _ = pool
     response = await stub.Generate(gen(n=3, seed=5, max_tokens=6))
@@ -75,6 +76,7 @@ async def test_generate_n_samples_from_llama_cpp(pool):
     assert default.request_id == "mine"
 
 
+@module_loop
 async def test_generate_with_chat_messages(pool):
     _, stub, _ = pool
     request = model_pool_pb2.GenerateRequest(
@@ -89,6 +91,7 @@ async def test_generate_with_chat_messages(pool):
     assert response.samples[0].text == response.samples[1].text  # greedy
 
 
+@module_loop
 async def test_generate_replay_by_task_and_query(pool):
     _, stub, _ = pool
     by_task = await stub.Generate(
@@ -104,6 +107,7 @@ async def test_generate_replay_by_task_and_query(pool):
     assert err.value.code() == grpc.StatusCode.NOT_FOUND and "replay-7b" in err.value.details()
 
 
+@module_loop
 async def test_stream(pool):
     _, stub, _ = pool
     whole = await stub.Generate(gen(n=2, seed=9, max_tokens=6))
@@ -119,6 +123,7 @@ async def test_stream(pool):
     assert [(c.index, c.finish_reason) for c in replay_chunks] == [(0, "stop"), (1, "stop")]
 
 
+@module_loop
 async def test_stream_errors_are_statuses(pool):
     _, stub, _ = pool
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -131,6 +136,7 @@ async def test_stream_errors_are_statuses(pool):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@module_loop
 async def test_list_models_and_health(pool):
     running, stub, channel = pool
     listed = await stub.ListModels(model_pool_pb2.ListModelsRequest())
@@ -175,6 +181,7 @@ async def test_list_models_and_health(pool):
         ),
     ],
 )
+@module_loop
 async def test_bad_requests_get_clear_statuses(pool, request_, code, fragment):
     _, stub, _ = pool
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -183,12 +190,14 @@ async def test_bad_requests_get_clear_statuses(pool, request_, code, fragment):
     assert fragment in err.value.details()
 
 
+@module_loop
 async def test_server_survives_bad_requests(pool):
     _, stub, _ = pool
     ok = await stub.Generate(gen("replay-7b", "What is 6*7?"))
     assert len(ok.samples) == 1
 
 
+@module_loop
 async def test_start_fails_cleanly_on_a_broken_model(labels_file):
     config = ModelPoolConfig.model_validate(
         {
