@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 
@@ -238,3 +239,30 @@ def test_cli_directory_store(tmp_path, routers, capsys):
     where = ["--store-dir", str(tmp_path / "store")]
     assert main(["publish", "--router", str(tmp_path / "first"), *where]) == 0
     assert create_store(StoreConfig(backend="directory", directory=str(tmp_path / "store"))).active_version() == first.version
+
+
+def test_prune_keeps_the_newest_and_the_active(store_config, routers):
+    first, second = routers
+    third = fit_test_router(HASHING, k=2, seed=2)
+    with create_store(store_config) as store:
+        for artifact in (first, second, third):
+            store.publish(artifact)
+        store.activate(first.version)
+        listed = [r.version for r in store.list_versions()]
+        deleted = store.prune(1)
+        assert first.version not in deleted and set(deleted) == set(listed[1:]) - {first.version}
+        assert {r.version for r in store.list_versions()} == {listed[0], first.version}
+        with pytest.raises(ValueError):
+            store.prune(0)
+
+
+def test_cli_publish_keep(tmp_path, routers, capsys):
+    first, second = (dataclasses.replace(r, created_at=f"2026-01-0{i}T00:00:00+00:00") for i, r in enumerate(routers, 1))
+    first.save(tmp_path / "first")
+    second.save(tmp_path / "second")
+    where = ["--store-dir", str(tmp_path / "store")]
+    assert main(["publish", "--router", str(tmp_path / "first"), *where]) == 0
+    assert main(["publish", "--router", str(tmp_path / "second"), "--keep", "1", *where]) == 0
+    assert f"deleted old router {first.version}" in capsys.readouterr().out
+    store = create_store(StoreConfig(backend="directory", directory=str(tmp_path / "store")))
+    assert [r.version for r in store.list_versions()] == [second.version]

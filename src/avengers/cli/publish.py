@@ -70,6 +70,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
             return
         store.activate(version)
         print(f"published and activated {summary} in {store.describe()}; routers switch at their next poll")
+        if args.keep:
+            for old in store.prune(args.keep):
+                print(f"deleted old router {old}")
 
     return run_store_command(args, publish)
 
@@ -112,6 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("publish", help="publish a fitted router to the centroid store and activate it")
     p.add_argument("--router", required=True, help="router directory (from `avengers fit`)")
     p.add_argument("--no-activate", action="store_true", help="publish only; keep the active version")
+    p.add_argument("--keep", type=int, metavar="N", help="after activating, delete all but the N newest versions")
     add_store_args(p)
     p.set_defaults(handler=cmd_publish)
 

@@ -114,6 +114,15 @@ class CentroidStore(ABC):
         self.activate(version)
         return version
 
+    def prune(self, keep: int) -> list[str]:
+        """Delete all but the ``keep`` newest versions, never the active one; the versions deleted."""
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        doomed = [r.version for r in self.list_versions()[keep:] if not r.active]
+        for version in doomed:
+            self.delete(version)
+        return doomed
+
     def describe(self) -> str:
         """Where the store is, for logs and messages."""
         return type(self).__name__
