@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from avengers.config.base import ConfigModel
 from avengers.config.model_pool import DEFAULT_APP_NAME, DEFAULT_GRPC_PORT
 from avengers.config.server import ServerConfig
 from avengers.config.state import CacheConfig, FeedbackConfig, RedisConfig
+from avengers.core.answers import TASK_TYPES
 from avengers.core.tasks import DEFAULT_INSTRUCTIONS
 
 DEFAULT_GATEWAY_PORT = 50050
@@ -128,7 +129,7 @@ class GatewayServiceConfig(ConfigModel):
 
     instructions: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_INSTRUCTIONS))
     """System message per task type ("math", "multiple_choice", "code", "free_text") asking for the answer in
-    the form the voter extracts; "" sends the query alone."""
+    the form the voter extracts; "" (or a type left out) sends the query alone."""
 
     redis: RedisConfig = Field(default_factory=RedisConfig)
     """Redis shared by the cache and the feedback store (URL default: ``$REDIS_URL``; unset: in process)."""
@@ -138,3 +139,11 @@ class GatewayServiceConfig(ConfigModel):
 
     feedback: FeedbackConfig = FeedbackConfig()
     """Request records and feedback."""
+
+    @field_validator("instructions")
+    @classmethod
+    def _known_task_types(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(TASK_TYPES))
+        if unknown:
+            raise ValueError(f"instructions for unknown task types {unknown}; known: {list(TASK_TYPES)}")
+        return value
