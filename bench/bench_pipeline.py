@@ -1,0 +1,471 @@
+"""The serving path measured side by side in one run, on this machine, against the targets.
+
+    .venv/bin/python bench/bench_pipeline.py [--duration 10] [--clients 64] [--ask-samples 5] \
+        [--json runs/bench_pipeline.json] [--write-docs docs/BENCHMARKS.md]
+
+1. In process (no gRPC): MiniLM encode of one query (p50 latency) and of batches of ``--batch`` queries
+   (queries/s, the limit of the embedding step on this CPU).
+2. The real services, each in its own process as in a deployment: embedder (MiniLM, micro-batching), router
+   (embedded Qdrant, a router fitted on the labels, queries embedded by the Embedder service), voter, model
+   pool (replay engine over the evaluation labels: no model, answers from recorded correctness) and gateway.
+3. Over gRPC with the load generator of ``avengers bench``: Route by query text (embed + route) at 1 and at
+   ``--clients`` clients, and Ask end to end at ``--clients`` clients (cache bypassed).
+
+Data: the RouterDC labels at ../shared/data/routerdc when present (router fitted on train, queries from
+test), else generated labels. Targets: route p50 at 1 client <= 1.3 x the in-process single encode; route
+throughput at 64 clients >= 70 % of the in-process batched rate; Ask >= 300/s with 0 errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+ROUTERDC = REPO.parent / "shared" / "data" / "routerdc"
+DOCS_START = "<!-- bench_pipeline:start -->"
+DOCS_END = "<!-- bench_pipeline:end -->"
+TARGETS = {"route_p50_ratio": 1.3, "route_throughput_share": 0.70, "ask_qps": 300.0}
+
+
+# ----------------------------------------------------------------------------------------- child processes
+
+
+def child_main(start: str, config_class: str, config_file: str) -> None:
+    """Run one service until SIGTERM (``--child``): print "SERVING <port>" once it serves."""
+    import logging
+
+    from avengers.cli.serve import resolve
+    from avengers.rpc.server import serve_until_signal
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        config = resolve(config_class).from_yaml(config_file)
+        running = await resolve(start)(config)
+        print(f"SERVING {running.port}", flush=True)
+        await serve_until_signal(running, grace=1.0)
+
+    asyncio.run(run())
+
+
+@dataclass
+class Service:
+    name: str
+    process: asyncio.subprocess.Process
+    port: int
+    metrics_port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+SERVICE_ENTRIES = {
+    "embedder": ("avengers.services.embedder.server:start_embedder_server", "avengers.config.embedder_service:EmbedderServiceConfig"),
+    "router": ("avengers.services.router.server:start_router_server", "avengers.config.router_service:RouterServiceConfig"),
+    "voter": ("avengers.services.voter.server:start_voter_server", "avengers.config.voter_service:VoterServiceConfig"),
+    "model_pool": ("avengers.services.model_pool.server:start_model_pool_server", "avengers.config.model_pool:ModelPoolConfig"),
+    "gateway": ("avengers.services.gateway.server:start_gateway_server", "avengers.config.gateway_service:GatewayServiceConfig"),
+}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_service(name: str, config: dict[str, Any], workdir: Path) -> Service:
+    metrics_port = free_port()
+    config = {**config, "server": {"host": "127.0.0.1", "port": 0, "metrics_port": metrics_port, **config.get("server", {})}}
+    config_file = workdir / f"{name}.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    start, config_class = SERVICE_ENTRIES[name]
+    log = (workdir / f"{name}.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--child", start, config_class, str(config_file),
+        stdout=asyncio.subprocess.PIPE, stderr=log, env={**os.environ, "AVENGERS_METRICS_PORT": "0"},
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(300):
+            line = await process.stdout.readline()
+    except TimeoutError:
+        process.kill()
+        raise RuntimeError(f"{name} did not start in time; see {workdir / name}.log") from None
+    match = re.match(rb"SERVING (\d+)", line)
+    if not match:
+        await process.wait()
+        raise RuntimeError(f"{name} failed to start: {(workdir / f'{name}.log').read_text()[-3000:]}")
+    return Service(name, process, int(match.group(1)), metrics_port)
+
+
+async def stop_services(services: list[Service]) -> None:
+    for service in reversed(services):
+        if service.process.returncode is None:
+            service.process.send_signal(signal.SIGTERM)
+    for service in services:
+        try:
+            await asyncio.wait_for(service.process.wait(), 30)
+        except TimeoutError:
+            service.process.kill()
+            await service.process.wait()
+
+
+def scrape(service: Service) -> dict[str, float]:
+    """Unlabelled totals of a service's metrics (summed over label sets) by sample name."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.endswith("_bucket"):
+                continue
+            totals[s.name] = totals.get(s.name, 0.0) + s.value
+    return totals
+
+
+def mean_batch(before: dict[str, float], after: dict[str, float]) -> float:
+    batches = after.get("avengers_embedder_batch_texts_count", 0) - before.get("avengers_embedder_batch_texts_count", 0)
+    texts = after.get("avengers_embedder_batch_texts_sum", 0) - before.get("avengers_embedder_batch_texts_sum", 0)
+    return texts / batches if batches else 0.0
+
+
+# ------------------------------------------------------------------------------------------------ the data
+
+
+def generated_labels(path: Path, rows: int, seed: int, split: str) -> None:
+    """Labels of four topics with a specialist model each (when no RouterDC data is present)."""
+    rng = random.Random(seed)
+    topics = {
+        "gsm8k": ("math-7b", "A baker makes {a} loaves a day for {b} days and sells {c}. How many are left?"),
+        "mmlu": ("mc-7b", "Which statement about item {a} is true?\nA. one\nB. two\nC. three\nD. four"),
+        "humaneval": ("code-7b", "Write a Python function that returns the {a} largest values of a list of {b}."),
+        "arc": ("mc-7b", "Question {a}: which tool measures temperature?\nA) ruler\nB) thermometer\nC) scale\nD) clock"),
+    }
+    models = sorted({m for m, _ in topics.values()} | {"general-7b"})
+    with path.open("w") as fh:
+        for i in range(rows):
+            dataset = rng.choice(sorted(topics))
+            specialist, template = topics[dataset]
+            query = template.format(a=rng.randint(2, 999), b=rng.randint(2, 99), c=rng.randint(1, 99))
+            scores = {m: float(rng.random() < (0.85 if m == specialist else 0.35)) for m in models}
+            fh.write(json.dumps({"id": f"{dataset}-{split}-{i}", "dataset": dataset, "split": split, "query": query, "scores": scores}) + "\n")
+
+
+def data_files(args: argparse.Namespace, workdir: Path) -> tuple[Path, Path, str]:
+    if args.train and args.eval:
+        return Path(args.train), Path(args.eval), "given"
+    if (ROUTERDC / "train.jsonl").is_file() and (ROUTERDC / "test.jsonl").is_file() and not args.generated:
+        return ROUTERDC / "train.jsonl", ROUTERDC / "test.jsonl", "RouterDC (../shared/data/routerdc)"
+    train, evaluation = workdir / "train.jsonl", workdir / "eval.jsonl"
+    generated_labels(train, 2000, 1, "train")
+    generated_labels(evaluation, 1000, 2, "test")
+    return train, evaluation, "generated"
+
+
+# ------------------------------------------------------------------------------------------- measurements
+
+
+def measure_in_process(embedder, texts: list[str], batch: int, seconds: float) -> dict[str, float]:
+    """p50/p90 of encoding one text at a time, and queries/s of encoding batches of ``batch``."""
+    embedder.encode(texts[:batch])  # warm-up
+    single: list[float] = []
+    started = time.perf_counter()
+    for i, text in enumerate(texts):
+        if time.perf_counter() - started > seconds and i >= 50:
+            break
+        t = time.perf_counter()
+        embedder.encode([text])
+        single.append(time.perf_counter() - t)
+    done, started = 0, time.perf_counter()
+    i = 0
+    while time.perf_counter() - started < seconds or done < 4 * batch:
+        chunk = [texts[(i + j) % len(texts)] for j in range(batch)]
+        embedder.encode(chunk)
+        done += batch
+        i += batch
+    batched_rate = done / (time.perf_counter() - started)
+    ms = np.asarray(single) * 1000
+    return {
+        "single_p50_ms": float(np.percentile(ms, 50)),
+        "single_p90_ms": float(np.percentile(ms, 90)),
+        "single_count": len(single),
+        "batched_qps": batched_rate,
+        "batch": batch,
+    }
+
+
+async def run_phase(name: str, config, queries, services: dict[str, Service]) -> dict[str, Any]:
+    from avengers.loadgen import run_load
+
+    embedder = services["embedder"]
+    before = await asyncio.to_thread(scrape, embedder)
+    result = await run_load(config, queries)
+    after = await asyncio.to_thread(scrape, embedder)
+    print(f"\n[{name}]\n{result.summary()}\n  embedder mean batch {mean_batch(before, after):.1f} texts", flush=True)
+    return {**result.to_dict(), "embedder_mean_batch": mean_batch(before, after)}
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "gpu": torch.cuda.is_available(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------- report
+
+
+def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    enc, r1, r64, ask = results["in_process"], results["route_1"], results["route_64"], results["ask_64"]
+    ratio = r1["latency_ms"]["p50"] / enc["single_p50_ms"]
+    share = r64["qps"] / enc["batched_qps"]
+    return {
+        "route_p50_ratio": {"value": ratio, "target": f"<= {TARGETS['route_p50_ratio']}", "met": ratio <= TARGETS["route_p50_ratio"]},
+        "route_throughput_share": {"value": share, "target": f">= {TARGETS['route_throughput_share']:.0%}", "met": share >= TARGETS["route_throughput_share"]},
+        "ask_qps": {
+            "value": ask["qps"],
+            "target": f">= {TARGETS['ask_qps']:.0f}/s, 0 errors",
+            "met": ask["qps"] >= TARGETS["ask_qps"] and ask["requests"] == ask["ok"],
+        },
+    }
+
+
+def markdown(results: dict[str, Any], command: str) -> str:
+    m, enc = results["machine"], results["in_process"]
+    r1, r64, ask, v = results["route_1"], results["route_64"], results["ask_64"], results["verdicts"]
+
+    def lat(r):
+        x = r["latency_ms"]
+        return f"{x['p50']:.1f} | {x['p90']:.1f} | {x['p99']:.1f} | {x['max']:.1f}"
+
+    def errors(r):
+        return ", ".join(f"{k} {n}" for k, n in r["errors"].items()) or "0"
+
+    mark = {True: "met", False: "**missed**"}
+    machine_line = (
+        f"Machine: {m['cpus']} cores ({m['cpu_model']}), no GPU, torch {m['torch']} with {m['torch_threads']} threads, "
+        f"Python {m['python']}; load average at start {m['load_average_at_start'][0]:.2f}. Every service is its own "
+        "process on this machine, and so is the load generator: all of them share the 2 cores."
+    )
+    data_line = (
+        f"Data: {results['data']}; router K={results['router_k']} fitted on {results['train_rows']} labelled queries; "
+        f"load queries cycle through {results['queries']} queries of the evaluation split (mean "
+        f"{results['mean_query_chars']:.0f} characters). Embedder: all-MiniLM-L6-v2, micro-batching max_batch "
+        f"{results['batching']['max_batch']}, max_wait_ms {results['batching']['max_wait_ms']:g}. Model pool: replay "
+        f"engine over the evaluation labels ({results['models']} models). Ask: n={results['ask_samples']} samples, "
+        "self-consistency, response cache bypassed (`no_cache`), feedback record in "
+        f"{results['state']}. Each gRPC phase: {results['duration']:g} s measured after {results['warmup']:g} s warm-up."
+    )
+    single = (
+        f"| in-process encode, one query at a time | 1 | {1000 / enc['single_p50_ms']:.1f} | {enc['single_p50_ms']:.1f} | "
+        f"{enc['single_p90_ms']:.1f} | | | | 1 |"
+    )
+    lines = [
+        DOCS_START,
+        "## Serving path: in-process encode vs. Route and Ask over gRPC (`bench/bench_pipeline.py`)",
+        "",
+        f"Run {results['date']} with `{command}`.",
+        "",
+        machine_line,
+        "",
+        data_line,
+        "",
+        "| measurement | clients | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors | mean embed batch |",
+        "|---|---|---|---|---|---|---|---|---|",
+        single,
+        f"| in-process encode, batches of {enc['batch']} (the limit) | - | {enc['batched_qps']:.1f} | | | | | | {enc['batch']} |",
+        f"| Route by query (embed + route) over gRPC | 1 | {r1['qps']:.1f} | {lat(r1)} | {errors(r1)} | {r1['embedder_mean_batch']:.1f} |",
+        f"| Route by query (embed + route) over gRPC | {r64['concurrency']} | {r64['qps']:.1f} | {lat(r64)} | {errors(r64)} | {r64['embedder_mean_batch']:.1f} |",
+        f"| Ask end to end (replay pool) | {ask['concurrency']} | {ask['qps']:.1f} | {lat(ask)} | {errors(ask)} | {ask['embedder_mean_batch']:.1f} |",
+        "",
+        "| target | measured | verdict |",
+        "|---|---|---|",
+        f"| route p50 (1 client) <= 1.3 x in-process single encode | {v['route_p50_ratio']['value']:.2f} x | {mark[v['route_p50_ratio']['met']]} |",
+        f"| route throughput (64 clients) >= 70 % of the in-process batched rate | {v['route_throughput_share']['value']:.0%} | {mark[v['route_throughput_share']['met']]} |",
+        f"| Ask >= 300/s with 0 errors (64 clients) | {ask['qps']:.0f}/s, {ask['requests'] - ask['ok']} errors | {mark[v['ask_qps']['met']]} |",
+        "",
+    ]
+    if results.get("notes"):
+        lines += [results["notes"], ""]
+    lines.append(DOCS_END)
+    return "\n".join(lines)
+
+
+def write_docs(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured on the project's machines; each section names its command.\n"
+    if DOCS_START in text and DOCS_END in text:
+        head, rest = text.split(DOCS_START, 1)
+        text = head + section + rest.split(DOCS_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    from avengers.config.clustering import ClusteringConfig
+    from avengers.config.embedding import EmbeddingConfig
+    from avengers.config.loadgen import LoadConfig
+    from avengers.config.store import StoreConfig
+    from avengers.core.embedding import create_embedder, default_cache_dir
+    from avengers.core.fit import fit_router_on_embeddings
+    from avengers.core.labels import read_labels
+    from avengers.loadgen import Query
+    from avengers.stores import create_store
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    results: dict[str, Any] = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine()}
+    print(f"machine: {results['machine']}\nworkdir: {workdir}", flush=True)
+    train_path, eval_path, results["data"] = data_files(args, workdir)
+    train, evaluation = read_labels(train_path), read_labels(eval_path)
+    rng = random.Random(0)
+    rows = rng.sample(evaluation.rows, min(args.max_queries, len(evaluation.rows)))
+    queries = [Query(r.query, r.id) for r in rows]
+    results.update(
+        queries=len(queries), mean_query_chars=float(np.mean([len(q.text) for q in queries])), train_rows=len(train),
+        models=len(evaluation.models), duration=args.duration, warmup=args.warmup, ask_samples=args.ask_samples,
+    )  # fmt: skip
+
+    # The router: fitted on the train labels with cached embeddings (the cache only serves the fit).
+    cached = create_embedder(EmbeddingConfig(cache_dir=str(default_cache_dir() / "embeddings")))
+    artifact = fit_router_on_embeddings(train, cached.encode(train.queries), cached.name, ClusteringConfig(k=args.k, n_init=2))
+    results["router_k"] = artifact.k
+    store_config = StoreConfig(qdrant_path=str(workdir / "qdrant"))
+    with create_store(store_config) as store:
+        store.activate(store.publish(artifact))
+
+    # 1. In process: the model alone, no cache.
+    embedder = create_embedder(EmbeddingConfig())
+    results["in_process"] = measure_in_process(embedder, [q.text for q in queries], args.batch, args.encode_seconds)
+    print(f"\n[in-process encode] {results['in_process']}", flush=True)
+    del embedder
+
+    # 2. The services, one process each.
+    batching = {"max_batch": args.batch, "max_wait_ms": args.max_wait_ms, "max_queued_texts": 8192}
+    results["batching"] = batching
+    results["state"] = f"Redis ({args.redis})" if args.redis else "process memory"
+    services: dict[str, Service] = {}
+    started: list[Service] = []
+    try:
+        services["embedder"] = await start_service("embedder", {"batching": batching}, workdir)
+        started.append(services["embedder"])
+        embedder_address = services["embedder"].address
+        services["router"] = await start_service(
+            "router", {"store": store_config.to_dict(), "poll_interval_seconds": 0, "embedder_address": embedder_address}, workdir
+        )
+        started.append(services["router"])
+        services["voter"] = await start_service("voter", {"embedder_address": embedder_address}, workdir)
+        started.append(services["voter"])
+        pool = {
+            "models": [
+                {"name": m, "backend": "replay", "max_n": 64, "replay": {"labels_path": str(eval_path), "label_model": m}}
+                for m in evaluation.models
+            ]
+        }
+        services["model_pool"] = await start_service("model_pool", pool, workdir)
+        started.append(services["model_pool"])
+        gateway = {
+            "downstream": {
+                "embedder": embedder_address,
+                "router": services["router"].address,
+                "voter": services["voter"].address,
+                "model_pool": services["model_pool"].address,
+            },
+            "redis": {"url": args.redis, "key_prefix": f"bench-{os.getpid()}:"},
+        }
+        services["gateway"] = await start_service("gateway", gateway, workdir)
+        started.append(services["gateway"])
+
+        # 3. Load over gRPC.
+        common = {"duration_seconds": args.duration, "warmup_seconds": args.warmup, "timeout_seconds": 30.0}
+        route = services["router"].address
+        results["route_1"] = await run_phase("route, 1 client", LoadConfig(target="route", address=route, concurrency=1, **common), queries, services)
+        results["route_64"] = await run_phase(
+            f"route, {args.clients} clients", LoadConfig(target="route", address=route, concurrency=args.clients, **common), queries, services
+        )
+        results["ask_64"] = await run_phase(
+            f"ask, {args.clients} clients",
+            LoadConfig(target="ask", address=services["gateway"].address, concurrency=args.clients, n=args.ask_samples, **common),
+            queries,
+            services,
+        )
+    finally:
+        await stop_services(started)
+    results["verdicts"] = verdicts(results)
+    print("\n" + json.dumps(results["verdicts"], indent=2), flush=True)
+    return results
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per gRPC phase")
+    p.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per gRPC phase")
+    p.add_argument("--encode-seconds", type=float, default=10.0, help="seconds per in-process measurement")
+    p.add_argument("--clients", type=int, default=64)
+    p.add_argument("--batch", type=int, default=64, help="in-process batch size and the embedder's max_batch")
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="embedder micro-batching wait")
+    p.add_argument("--ask-samples", type=int, default=5, help="n of each Ask")
+    p.add_argument("--k", type=int, default=64, help="router clusters")
+    p.add_argument("--max-queries", type=int, default=2000, help="evaluation queries cycled by the load")
+    p.add_argument("--train", help="labels to fit the router on (default: RouterDC train, else generated)")
+    p.add_argument("--eval", help="labels whose queries are sent and replayed (default: RouterDC test)")
+    p.add_argument("--generated", action="store_true", help="use generated labels even when RouterDC is present")
+    p.add_argument("--redis", help="Redis URL for the gateway's state (default: process memory)")
+    p.add_argument("--notes", help="a paragraph added under the tables (e.g. what was changed to get there)")
+    p.add_argument("--json", help="write all results as JSON")
+    p.add_argument("--write-docs", help="replace (or append) this benchmark's section in the given Markdown file")
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        child_main(*sys.argv[2:])
+        sys.exit(0)
+    arguments = parse_args()
+    outcome = asyncio.run(main(arguments))
+    if arguments.notes:
+        outcome["notes"] = arguments.notes
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    if arguments.json:
+        Path(arguments.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(arguments.json).write_text(json.dumps(outcome, indent=2, default=str) + "\n")
+    if arguments.write_docs:
+        write_docs(Path(arguments.write_docs), markdown(outcome, command))
+    print(markdown(outcome, command))
