@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 import pytest_asyncio
@@ -29,7 +30,6 @@ from avengers.engines.base import StopScanner
 from avengers.engines.replay import ReplayEngine, unit_draw
 from avengers.engines.vllm import VLLMEngine
 from avengers.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
-
 
 # Async tests share the module-scoped fixtures' event loop.
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -488,7 +488,7 @@ class FakeTokenizer:
 class FakeAsyncLLM:
     """Mimics vLLM's AsyncLLM: one generate() call yields RequestOutputs with n completions."""
 
-    instances: list[FakeAsyncLLM] = []
+    instances: ClassVar[list[FakeAsyncLLM]] = []
 
     def __init__(self, args):
         self.args = args

@@ -12,7 +12,6 @@ from avengers.config.model_pool import ModelPoolConfig
 from avengers.services.model_pool.server import ModelPoolServer, start_model_pool_server
 from avengers.v1 import common_pb2, model_pool_pb2, model_pool_pb2_grpc
 
-
 # Async tests share the module-scoped fixtures' event loop.
 module_loop = pytest.mark.asyncio(loop_scope="module")
 

@@ -37,7 +37,13 @@ from ray.serve.exceptions import DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from avengers.config.model_pool import ModelConfig, ModelPoolConfig
-from avengers.engines.base import EngineUnavailable, GenerationRequest, GenerationResult, SampleDelta, create_engine
+from avengers.engines.base import (
+    EngineUnavailable,
+    GenerationRequest,
+    GenerationResult,
+    SampleDelta,
+    create_engine,
+)
 from avengers.rpc.errors import ServiceError, status_of
 from avengers.services.model_pool.serve_config import (
     INGRESS_DEPLOYMENT,
@@ -93,7 +99,7 @@ class ReplicaCounter:
                     self._counts = {
                         name: int(d.replica_states.get("RUNNING", 0)) for name, d in app.deployments.items()
                     }
-                except Exception:  # noqa: BLE001 - ListModels must answer even if the controller does not
+                except Exception:
                     log.warning("serve.status() failed; reporting 0 replicas", exc_info=True)
                     self._counts = {}
                 self._at = time.monotonic()
@@ -132,14 +138,14 @@ class DeploymentTarget(ModelTarget):
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         try:
             return await self.handle.generate.remote(request)
-        except Exception as exc:  # noqa: BLE001 - each failure becomes a clear status
+        except Exception as exc:
             raise self.status(exc) from exc
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[SampleDelta]:
         try:
             async for delta in self.handle.options(stream=True).stream.remote(request):
                 yield delta
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self.status(exc) from exc
 
     async def replicas(self) -> int:
@@ -165,14 +171,14 @@ class ModelPoolIngress:
             config, {name: DeploymentTarget(config.model(name), handle, counter) for name, handle in handles.items()}
         )
 
-    async def Generate(self, request, grpc_context=None):  # noqa: N802 - gRPC method name
+    async def Generate(self, request, grpc_context=None):
         try:
             return await self.servicer.generate(request)
         except Exception as exc:
             _fail(grpc_context, exc)
             raise
 
-    async def GenerateStream(self, request, grpc_context=None):  # noqa: N802
+    async def GenerateStream(self, request, grpc_context=None):
         try:
             async for chunk in self.servicer.stream(request):
                 yield chunk
@@ -180,7 +186,7 @@ class ModelPoolIngress:
             _fail(grpc_context, exc)
             raise
 
-    async def ListModels(self, request, grpc_context=None):  # noqa: N802
+    async def ListModels(self, request, grpc_context=None):
         try:
             return await self.servicer.list_models()
         except Exception as exc:

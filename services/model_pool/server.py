@@ -37,7 +37,7 @@ async def shutdown_engines(engines) -> None:
     for engine in engines:
         try:
             await engine.shutdown()
-        except Exception:  # noqa: BLE001 - shutting down the rest matters more
+        except Exception:
             log.exception("shutting down model %r failed", engine.name)
 
 

@@ -27,7 +27,15 @@ from collections.abc import AsyncIterator, Mapping
 import grpc
 
 from avengers.config.model_pool import ModelConfig, ModelPoolConfig
-from avengers.engines.base import ChatTurn, Engine, EngineUnavailable, GenerationRequest, GenerationResult, SampleDelta, SamplingSpec
+from avengers.engines.base import (
+    ChatTurn,
+    Engine,
+    EngineUnavailable,
+    GenerationRequest,
+    GenerationResult,
+    SampleDelta,
+    SamplingSpec,
+)
 from avengers.rpc.errors import InvalidArgument, NotFound, ServiceError, grpc_errors, status_of
 from avengers.v1 import common_pb2, model_pool_pb2, model_pool_pb2_grpc
 
@@ -82,7 +90,7 @@ class EngineTarget(ModelTarget):
             return await self.engine.generate(request)
         except ServiceError:
             raise
-        except Exception as exc:  # noqa: BLE001 - an engine crash is the model being unavailable
+        except Exception as exc:
             raise engine_failure(self.config.name, exc) from exc
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[SampleDelta]:
@@ -91,7 +99,7 @@ class EngineTarget(ModelTarget):
                 yield delta
         except ServiceError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise engine_failure(self.config.name, exc) from exc
 
     async def replicas(self) -> int:
@@ -225,21 +233,21 @@ class ModelPoolServicer(model_pool_pb2_grpc.ModelPoolServicer):
     # -- grpc.aio ------------------------------------------------------------------------------------
 
     @grpc_errors
-    async def Generate(self, request, context):  # noqa: N802 - gRPC method name
+    async def Generate(self, request, context):
         return await self.generate(request)
 
-    async def GenerateStream(self, request, context):  # noqa: N802
+    async def GenerateStream(self, request, context):
         try:
             async for chunk in self.stream(request):
                 yield chunk
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every error must become a status
+        except Exception as exc:
             code, message = status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("GenerateStream failed")
             await context.abort(code, message)
 
     @grpc_errors
-    async def ListModels(self, request, context):  # noqa: N802
+    async def ListModels(self, request, context):
         return await self.list_models()
