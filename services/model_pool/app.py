@@ -78,7 +78,9 @@ class ModelDeployment:
         await self.engine.check_health()
 
     async def __del__(self) -> None:
-        await self.engine.shutdown()
+        engine = getattr(self, "engine", None)  # absent when __init__ failed
+        if engine is not None:
+            await engine.shutdown()
 
 
 class ReplicaCounter:
