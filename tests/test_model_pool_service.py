@@ -9,7 +9,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from avengers.config.model_pool import ModelPoolConfig
+from avengers.engines import Engine, create_engine
+from avengers.rpc.server import ServiceBinding, start_server
 from avengers.services.model_pool.server import ModelPoolServer, start_model_pool_server
+from avengers.services.model_pool.servicer import EngineTarget, ModelPoolServicer
 from avengers.v1 import common_pb2, model_pool_pb2, model_pool_pb2_grpc
 
 # Async tests share the module-scoped fixtures' event loop.
@@ -208,3 +211,39 @@ async def test_start_fails_cleanly_on_a_broken_model(labels_file):
     )
     with pytest.raises(RuntimeError, match="model 'broken' failed to start"):
         await start_model_pool_server(config, "127.0.0.1:0")
+
+
+class CrashingEngine(Engine):
+    """An engine whose library blows up mid-request (e.g. a segfault-adjacent RuntimeError)."""
+
+    async def generate(self, request):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+@module_loop
+async def test_engine_crash_mid_request_is_unavailable_naming_the_model(labels_file):
+    config = pool_config(labels_file)
+    crashing = CrashingEngine(config.model("replay-7b"))
+    healthy = create_engine(config.model("smollm2"))
+    await healthy.start()
+    servicer = ModelPoolServicer(config, {"replay-7b": EngineTarget(crashing), "smollm2": EngineTarget(healthy)})
+    running = await start_server(
+        [ServiceBinding(servicer, model_pool_pb2_grpc.add_ModelPoolServicer_to_server, "avengers.v1.ModelPool")],
+        "127.0.0.1:0",
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = model_pool_pb2_grpc.ModelPoolStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Generate(gen("replay-7b", "What is 6*7?"))
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "model 'replay-7b' failed" in err.value.details() and "CUDA error" in err.value.details()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for _ in stub.GenerateStream(gen("replay-7b", "What is 6*7?")):
+                    pass
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            ok = await stub.Generate(gen("smollm2", "Hi", max_tokens=2))  # the other model is unaffected
+            assert len(ok.samples) == 1
+    finally:
+        await running.stop(0)
+        await healthy.shutdown()
