@@ -46,6 +46,7 @@ SERVICES: dict[str, ServiceEntry] = {
     ),
     "gateway": ServiceEntry("avengers.config.gateway_service:GatewayServiceConfig", "avengers.services.gateway.server:start_gateway_server", "Ask/Feedback: embed -> route -> generate -> vote, response cache (port 50050)"),
     "model-pool": ServiceEntry("avengers.config.model_pool:ModelPoolConfig", "avengers.services.model_pool.server:start_model_pool_server", "n samples per request from configured models, engines in-process, no Ray (port 9000)"),
+    "voter": ServiceEntry("avengers.config.voter_service:VoterServiceConfig", "avengers.services.voter.server:start_voter_server", "candidates -> one answer: extraction per task type, majority/weighted vote, model switch, code sandbox (port 50053)"),
     # One line per further service, e.g.:
     # "voter": ServiceEntry("avengers.config.voter_service:VoterServiceConfig",
     #                       "avengers.services.voter.server:start_voter_server", "majority voting (port 50053)"),
