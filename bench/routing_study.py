@@ -70,9 +70,74 @@ def main() -> None:
            for k in (16, 64) for tk in (3, 5) for b in (3.0, 9.0, 20.0)])
     table("Score smoothing toward each model's global mean (k-means, nearest)", "K, pseudo-count",
           [(f"{k}, {s}", run(ClusteringConfig(k=k), ScoringConfig(smoothing=s))) for k in (16, 64, 128) for s in (0.0, 5.0, 20.0, 50.0)])
+    out.append(beyond_the_recipe(train, xtr, evals))
+    print(out[-1], flush=True)
     out.append(f"\n(study time {time.perf_counter() - t0:.0f} s)\n")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "study.md").write_text("\n".join(out))
+
+
+def beyond_the_recipe(train, xtr, evals) -> str:
+    """Variants outside the library, to see where the ceiling is (k-means with seed 42, n_init 3).
+
+    - cluster oracle: each cluster takes the model that is best on the EVALUATION rows routed to it (an upper
+      bound for routing with that clustering; it peeks at the evaluation labels);
+    - kNN: the mean scores of the n nearest calibration queries (no clustering);
+    - seed ensemble: scores averaged over 10 k-means runs with different seeds;
+    - hierarchical shrinkage: each K=64/128 cluster's means shrunk toward its K=16 parent cluster's means
+      with 100 pseudo-counts.
+    """
+    from sklearn.cluster import KMeans
+
+    s = train.score_matrix()
+    m = s.shape[1]
+
+    def cluster_means(labels, k, prior=None, alpha=0.0):
+        sums = np.zeros((k, m))
+        np.add.at(sums, labels, s)
+        counts = np.bincount(labels, minlength=k)[:, None]
+        return (sums + alpha * prior) / (counts + alpha) if prior is not None else sums / np.maximum(counts, 1)
+
+    def macro(ls, choice):
+        got = ls.score_matrix(train.models)[np.arange(len(ls)), choice]
+        ds = np.array(ls.datasets)
+        return 100 * np.mean([got[ds == d].mean() for d in ls.dataset_names])
+
+    names = list(evals)
+    rows: list[tuple[str, list[float]]] = []
+    fits = {k: KMeans(k, n_init=3, random_state=42).fit(xtr) for k in (16, 64, 128)}
+    for k, f in fits.items():
+        vals = []
+        for ls, x in evals.values():
+            assigned = f.predict(x)
+            test_sums = np.zeros((k, m))
+            np.add.at(test_sums, assigned, ls.score_matrix(train.models))
+            vals.append(macro(ls, test_sums.argmax(1)[assigned]))
+        rows.append((f"cluster oracle, K={k}", vals))
+    for n in (50, 200, 400):
+        vals = []
+        for ls, x in evals.values():
+            near = np.argsort(-(x @ xtr.T), axis=1)[:, :n]
+            vals.append(macro(ls, s[near].mean(axis=1).argmax(1)))
+        rows.append((f"kNN, n={n}", vals))
+    for k in (16, 64):
+        runs = [KMeans(k, n_init=1, random_state=seed).fit(xtr) for seed in range(10)]
+        vals = []
+        for ls, x in evals.values():
+            avg = np.mean([cluster_means(r.labels_, k)[r.predict(x)] for r in runs], axis=0)
+            vals.append(macro(ls, avg.argmax(1)))
+        rows.append((f"seed ensemble (10 k-means), K={k}", vals))
+    parent = fits[16]
+    parent_means = cluster_means(parent.labels_, 16)
+    for k in (64, 128):
+        f = fits[k]
+        up = np.array([np.bincount(parent.labels_[f.labels_ == c], minlength=16).argmax() for c in range(k)])
+        shrunk = cluster_means(f.labels_, k, parent_means[up], alpha=100.0)
+        rows.append((f"hierarchical shrinkage to K=16, K={k}", [macro(ls, shrunk[f.predict(x)].argmax(1)) for ls, x in evals.values()]))
+    lines = ["### Beyond the recipe (exploration; not library features)", "", "| variant | " + " | ".join(names) + " |",
+             "|---|" + "---:|" * len(names)]
+    lines += [f"| {label} | " + " | ".join(f"{v:.2f}" for v in vals) + " |" for label, vals in rows]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
