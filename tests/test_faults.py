@@ -13,6 +13,7 @@ Loads are bounded (a few seconds, a few clients) and go to 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 import socket
@@ -197,8 +198,19 @@ async def under_load(config: LoadConfig, queries: list[Query], *faults: tuple[fl
         await asyncio.sleep(at)
         await fault()
 
-    result, *_ = await asyncio.gather(run_load(config, queries), *(inject(at, fault) for at, fault in faults))
+    try:
+        async with asyncio.timeout(60):  # the load lasts seconds; a hang must fail, and say where
+            result, *_ = await asyncio.gather(run_load(config, queries), *(inject(at, fault) for at, fault in faults))
+    except TimeoutError:
+        pytest.fail(f"the load did not end (a call or a fault hung):\n{task_stacks()}")
     return result
+
+
+def task_stacks() -> str:
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8, file=out)
+    return out.getvalue()
 
 
 def load(target: str, address: str, **extra) -> LoadConfig:
@@ -230,9 +242,12 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
 
 async def eventually(probe: Callable[[], Awaitable[bool]], seconds: float = RECOVERY_SECONDS) -> None:
     """Wait until ``probe()`` is true (the system recovered), at most ``seconds``."""
-    async with asyncio.timeout(seconds):
-        while not await probe():
-            await asyncio.sleep(0.2)
+    try:
+        async with asyncio.timeout(seconds):
+            while not await probe():
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        pytest.fail(f"no recovery within {seconds:g} s:\n{task_stacks()}")
 
 
 class Gateway:
