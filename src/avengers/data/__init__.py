@@ -1,9 +1,8 @@
 """Files shipped with the package: the default local stack of ``avengers up``.
 
 - ``default_pool.yaml``: the model pool — SmolLM2-135M-Instruct (llama.cpp, CPU) configured as two models
-  that differ in their system prompt (chat template) and sampling filters.
-- ``smollm2_*.jinja``: those chat templates.
-- ``calibration_tasks.jsonl``: generated tasks with known answers (``avengers calibrate --make-tasks``).
+  that differ in their system prompt (a chat template each, inline) and sampling filters.
+- ``calibration_tasks.jsonl``: generated tasks with known answers (``avengers calibrate-tasks --count 120``).
 - ``default_labels.jsonl``: the labels measured by running the default pool on those tasks
   (``avengers calibrate``); the default router of ``avengers up`` is fitted on it.
 """
