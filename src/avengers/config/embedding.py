@@ -25,6 +25,11 @@ class EmbeddingConfig(ConfigModel):
     batch_size: int = Field(default=64, ge=1, le=4096)
     """Texts per forward pass."""
 
+    threads: int | None = Field(default=None, ge=1, le=256)
+    """CPU threads of the sentence-transformers model (torch intra-op threads, process-wide). None: torch's
+    default, every core of the machine, which oversubscribes a container limited to fewer CPUs and slows
+    down badly when other processes share the cores: set it to the CPUs the process may use."""
+
     dimension: int = Field(default=384, ge=8, le=65536)
     """Vector size of the hashing backend (the sentence-transformers model fixes its own)."""
 

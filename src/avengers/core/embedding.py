@@ -104,6 +104,10 @@ class SentenceTransformerEmbedder(Embedder):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
 
+        if config.threads is not None:
+            import torch
+
+            torch.set_num_threads(config.threads)
         self._config = config
         self._model = SentenceTransformer(resolve_model_path(config.model), device=config.device)
         self._dimension = int(self._model.get_embedding_dimension())
