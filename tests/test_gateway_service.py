@@ -10,11 +10,6 @@ import socket
 
 import grpc
 import pytest
-from avengers.services.embedder.server import start_embedder_server
-from avengers.services.gateway.server import start_gateway_server
-from avengers.services.model_pool.server import start_model_pool_server
-from avengers.services.router.server import start_router_server
-from avengers.services.voter.server import start_voter_server
 from redis_server import RedisServer
 
 from avengers.config.clustering import ClusteringConfig
@@ -29,6 +24,11 @@ from avengers.config.voter_service import VoterServiceConfig
 from avengers.core.embedding import create_embedder
 from avengers.core.fit import fit_router_on_embeddings
 from avengers.core.labels import read_labels
+from avengers.services.embedder.server import start_embedder_server
+from avengers.services.gateway.server import start_gateway_server
+from avengers.services.model_pool.server import start_model_pool_server
+from avengers.services.router.server import start_router_server
+from avengers.services.voter.server import start_voter_server
 from avengers.state import RedisConnection, RedisFeedbackStore
 from avengers.stores import create_store
 from avengers.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
-from avengers.services.gateway.protos import ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
 
 from avengers.core.ensemble import (
     Candidate,
@@ -25,6 +24,7 @@ from avengers.core.ensemble import (
     VoterClient,
 )
 from avengers.rpc import security
+from avengers.services.gateway.protos import ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
 from avengers.v1 import (
     common_pb2,
     embedder_pb2,
@@ -131,6 +131,16 @@ class GrpcModelPoolClient(ModelPoolClient):
                    completion_tokens=s.completion_tokens)
             for s in response.samples
         ]
+
+    async def list_models(self, timeout: float = 30.0) -> list[str]:
+        """Names of the models the pool serves (DependencyError when it cannot be asked)."""
+        try:
+            response = await self.stub.ListModels(
+                model_pool_pb2.ListModelsRequest(), timeout=timeout, metadata=self.metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise dependency_error("model pool", self.address, exc) from exc
+        return [m.name for m in response.models]
 
 
 class GrpcVoterClient(VoterClient):

@@ -6,6 +6,10 @@ import dataclasses
 import logging
 
 import grpc
+
+from avengers.config.gateway_service import GatewayServiceConfig
+from avengers.core.ensemble import CallTimeouts, EnsemblePipeline
+from avengers.rpc.server import GrpcServer, ServiceBinding, start_server
 from avengers.services.gateway.clients import (
     EmbeddingRouterClient,
     GrpcModelPoolClient,
@@ -14,10 +18,6 @@ from avengers.services.gateway.clients import (
     open_channel,
 )
 from avengers.services.gateway.servicer import GatewayServicer
-
-from avengers.config.gateway_service import GatewayServiceConfig
-from avengers.core.ensemble import CallTimeouts, EnsemblePipeline
-from avengers.rpc.server import GrpcServer, ServiceBinding, start_server
 from avengers.state import connect_redis, create_cache, create_feedback_store
 from avengers.state.cache import ResponseCache
 from avengers.state.connection import RedisConnection

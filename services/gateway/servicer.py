@@ -10,7 +10,6 @@ import time
 import uuid
 
 import grpc
-from avengers.services.gateway.protos import ENSEMBLE_STRATEGY, ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
 from prometheus_client import Counter
 
 from avengers.config.gateway_service import GatewayServiceConfig
@@ -28,6 +27,7 @@ from avengers.core.ensemble import (
 from avengers.core.tasks import infer_task_type
 from avengers.observability.metrics import record_route
 from avengers.rpc.errors import InvalidArgument, NotFound, ServiceError, Unavailable, grpc_errors
+from avengers.services.gateway.protos import ENSEMBLE_STRATEGY, ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
 from avengers.state.cache import ResponseCache, cache_key
 from avengers.state.connection import StateError
 from avengers.state.feedback import FeedbackStore, RequestRecord, UnknownRequest

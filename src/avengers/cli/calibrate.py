@@ -9,9 +9,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from avengers.cli import CommandError
 from avengers.config.model_pool import ModelPoolConfig
 from avengers.core.calibration import generate_tasks, measure, read_tasks, write_tasks
-from avengers.core.ensemble import Sampling
+from avengers.core.ensemble import DependencyError, Sampling
 from avengers.core.labels import LabelSet, write_labels
 
 
@@ -37,10 +38,7 @@ def summary(labels: LabelSet) -> str:
 
 
 async def run_calibration(args: argparse.Namespace) -> LabelSet:
-    import grpc
-
     from avengers.services.gateway.clients import GrpcModelPoolClient, open_channel
-    from avengers.v1 import model_pool_pb2, model_pool_pb2_grpc
 
     tasks = read_tasks(args.tasks)
     if args.limit:
@@ -59,16 +57,8 @@ async def run_calibration(args: argparse.Namespace) -> LabelSet:
         address, application = args.model_pool_addr, args.application
     channel = open_channel(address, 16 * 1024 * 1024)
     try:
-        models = args.models
-        if not models:
-            metadata = (("application", application),) if application else None
-            try:
-                listed = await model_pool_pb2_grpc.ModelPoolStub(channel).ListModels(
-                    model_pool_pb2.ListModelsRequest(), timeout=30, metadata=metadata
-                )
-            except grpc.aio.AioRpcError as exc:
-                raise ConnectionError(f"model pool at {address}: {exc.code().name}: {exc.details()}") from exc
-            models = [m.name for m in listed.models]
+        pool = GrpcModelPoolClient(channel, address, application)
+        models = args.models or await pool.list_models()
         sampling = Sampling(n=args.samples, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
         print(
             f"calibrating {models} on {len(tasks)} tasks ({args.samples} samples, max_tokens {args.max_tokens})",
@@ -80,9 +70,7 @@ async def run_calibration(args: argparse.Namespace) -> LabelSet:
             if done % step == 0 or done == len(tasks):
                 print(f"  {model}: {done}/{len(tasks)}", file=sys.stderr, flush=True)
 
-        return await measure(
-            tasks, models, GrpcModelPoolClient(channel, address, application), sampling, progress=progress
-        )
+        return await measure(tasks, models, pool, sampling, progress=progress)
     finally:
         await channel.close()
         if server is not None:
@@ -92,7 +80,10 @@ async def run_calibration(args: argparse.Namespace) -> LabelSet:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     if bool(args.pool) == bool(args.model_pool_addr):
         raise ValueError("give exactly one of --pool (a model pool YAML run here) or --model-pool-addr")
-    labels = asyncio.run(run_calibration(args))
+    try:
+        labels = asyncio.run(run_calibration(args))
+    except DependencyError as exc:
+        raise CommandError(str(exc)) from exc
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_labels(args.out, labels.rows)
     print(summary(labels))

@@ -137,21 +137,14 @@ def ensure_router(
 
 async def served_models(address: str, application: str | None) -> list[str] | None:
     """Models a remote pool serves (None when it cannot be asked now)."""
-    import grpc
-
-    from avengers.services.gateway.clients import open_channel
-    from avengers.v1 import model_pool_pb2, model_pool_pb2_grpc
+    from avengers.core.ensemble import DependencyError
+    from avengers.services.gateway.clients import GrpcModelPoolClient, open_channel
 
     channel = open_channel(address, 16 * 1024 * 1024)
     try:
-        metadata = (("application", application),) if application else None
-        response = await model_pool_pb2_grpc.ModelPoolStub(channel).ListModels(
-            model_pool_pb2.ListModelsRequest(), timeout=10, metadata=metadata
-        )
-        return [m.name for m in response.models]
-    except grpc.aio.AioRpcError as exc:
-        log.warning("could not list the models of the pool at %s (%s); not checking the router against it",
-                    address, exc.code().name)
+        return await GrpcModelPoolClient(channel, address, application).list_models(timeout=10)
+    except DependencyError as exc:
+        log.warning("could not list the models of the pool (%s); not checking the router against it", exc)
         return None
     finally:
         await channel.close()
