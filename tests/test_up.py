@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -145,3 +146,17 @@ def test_up_refuses_bad_setups_with_a_clear_error(tmp_path, args, needle):
     )
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr
+
+
+def test_up_says_which_port_is_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*AVENGERS, "up", "--data-dir", str(tmp_path / "up"), "--embedder", "hashing",
+             "--ports", f"embedder={port},router=0,voter=0,model-pool=0,gateway=0"],
+            check=False, capture_output=True, text=True, timeout=300, env=env_without_state(),
+        )
+    assert result.returncode == 2, result.stderr
+    assert f"embedder: cannot bind 127.0.0.1:{port}" in result.stderr and "--ports" in result.stderr

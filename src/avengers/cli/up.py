@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,33 +190,46 @@ async def run_up(args: argparse.Namespace) -> int:
     started: list[tuple[str, Any]] = []
     addresses: dict[str, str] = {}
 
-    def address_of(name: str, server: Any) -> str:
-        addresses[name] = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{server.port}"
-        return addresses[name]
+    async def launch(name: str, key: str, starting: Awaitable[Any]) -> Any:
+        """Await a service's start, keep it for shutdown and note its address; a taken port is a clear error."""
+        try:
+            server = await starting
+        except RuntimeError as exc:
+            if "bind" not in str(exc).lower():
+                raise
+            raise CommandError(
+                f"{name}: cannot bind {host}:{ports[key]} (in use? another `avengers up`?); "
+                "choose ports with --ports auto or --ports NAME=PORT,..."
+            ) from None
+        started.append((name, server))
+        addresses[key] = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{server.port}"
+        return server
 
     try:
-        server = await start_embedder_server(
-            EmbedderServiceConfig(embedding=embedding), f"{host}:{ports['embedder']}", embedder=embedder
+        await launch(
+            "embedder", "embedder",
+            start_embedder_server(EmbedderServiceConfig(embedding=embedding), f"{host}:{ports['embedder']}",
+                                  embedder=embedder),
         )
-        started.append(("embedder", server))
-        address_of("embedder", server)
-        server = await start_router_server(
-            RouterServiceConfig(store=store_config, embedder_address=addresses["embedder"], poll_interval_seconds=5),
-            f"{host}:{ports['router']}",
+        await launch(
+            "router", "router",
+            start_router_server(
+                RouterServiceConfig(store=store_config, embedder_address=addresses["embedder"], poll_interval_seconds=5),
+                f"{host}:{ports['router']}",
+            ),
         )
-        started.append(("router", server))
-        address_of("router", server)
-        server = await start_voter_server(VoterServiceConfig(), f"{host}:{ports['voter']}")
-        started.append(("voter", server))
-        address_of("voter", server)
+        await launch(
+            "voter", "voter",
+            start_voter_server(VoterServiceConfig(embedder_address=addresses["embedder"]), f"{host}:{ports['voter']}"),
+        )
         if pool_config is not None:
             from avengers.services.model_pool.server import start_model_pool_server
 
             print(f"loading models {', '.join(pool_config.model_names)} ...", file=sys.stderr, flush=True)
             with stdio_kept():
-                server = await start_model_pool_server(pool_config, f"{host}:{ports['model_pool']}")
-            started.append(("model pool", server))
-            address_of("model_pool", server)
+                await launch(
+                    "model pool", "model_pool", start_model_pool_server(pool_config, f"{host}:{ports['model_pool']}")
+                )
         else:
             addresses["model_pool"] = args.model_pool_addr
         downstream = DownstreamConfig(
@@ -227,12 +240,13 @@ async def run_up(args: argparse.Namespace) -> int:
             model_pool_application=args.application,
         )
         redis_url = args.redis_url if args.redis_url is not None else os.environ.get("REDIS_URL") or None
-        gateway = await start_gateway_server(
-            GatewayServiceConfig(downstream=downstream, redis=RedisConfig(url=redis_url or None)),
-            f"{host}:{ports['gateway']}",
+        gateway = await launch(
+            "gateway", "gateway",
+            start_gateway_server(
+                GatewayServiceConfig(downstream=downstream, redis=RedisConfig(url=redis_url or None)),
+                f"{host}:{ports['gateway']}",
+            ),
         )
-        started.append(("gateway", gateway))
-        address_of("gateway", gateway)
     except BaseException:
         await stop_all(started)
         raise
