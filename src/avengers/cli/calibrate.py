@@ -45,13 +45,11 @@ async def run_calibration(args: argparse.Namespace) -> LabelSet:
         tasks = tasks[: args.limit]
     server = None
     if args.pool:
-        from avengers.cli.up import stdio_kept
         from avengers.services.model_pool.server import start_model_pool_server
 
         config = ModelPoolConfig.from_yaml(args.pool)
         print(f"starting the pool of {args.pool} ({', '.join(config.model_names)})", file=sys.stderr)
-        with stdio_kept():
-            server = await start_model_pool_server(config, "127.0.0.1:0")
+        server = await start_model_pool_server(config, "127.0.0.1:0")
         address, application = f"127.0.0.1:{server.port}", None
     else:
         address, application = args.model_pool_addr, args.application

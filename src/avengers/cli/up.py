@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,27 +41,6 @@ def parse_ports(spec: str) -> dict[str, int]:
             )
         ports[name] = int(value)
     return ports
-
-
-@contextlib.contextmanager
-def stdio_kept() -> Iterator[None]:
-    """Keep stdout and stderr (file descriptors 1 and 2, and ``sys.stdout``/``sys.stderr``) across the block.
-
-    llama-cpp-python silences a model load by pointing them at /dev/null and back; two engines loading at
-    once (the pool starts its models concurrently) can restore each other's /dev/null and leave the process
-    without output. This puts the real ones back once the pool has started.
-    """
-    streams = sys.stdout, sys.stderr
-    for stream in streams:
-        stream.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        yield
-    finally:
-        for fd, copy in zip((1, 2), saved):
-            os.dup2(copy, fd)
-            os.close(copy)
-        sys.stdout, sys.stderr = streams
 
 
 def default_data_dir() -> Path:
@@ -226,10 +204,7 @@ async def run_up(args: argparse.Namespace) -> int:
             from avengers.services.model_pool.server import start_model_pool_server
 
             print(f"loading models {', '.join(pool_config.model_names)} ...", file=sys.stderr, flush=True)
-            with stdio_kept():
-                await launch(
-                    "model pool", "model_pool", start_model_pool_server(pool_config, f"{host}:{ports['model_pool']}")
-                )
+            await launch("model pool", "model_pool", start_model_pool_server(pool_config, f"{host}:{ports['model_pool']}"))
         else:
             addresses["model_pool"] = args.model_pool_addr
         downstream = DownstreamConfig(

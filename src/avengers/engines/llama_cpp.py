@@ -40,6 +40,10 @@ from avengers.rpc.errors import InvalidArgument
 Emit = Callable[[SampleDelta], None]
 
 
+_LOAD_LOCK = threading.Lock()
+"""Serialises model loads in this process (see _load)."""
+
+
 class _Cancelled(Exception):
     """The caller went away; the worker stops at the next token."""
 
@@ -93,14 +97,17 @@ class LlamaCppEngine(Engine):
         if not Path(path).is_file():
             raise EngineNotInstalled(f"model {self.name!r}: GGUF file {path!r} not found")
         threads = self._options.n_threads or max(1, math.ceil(self.config.resources.num_cpus))
-        llm = Llama(
-            model_path=path,
-            n_ctx=self._options.n_ctx,
-            n_batch=self._options.n_batch,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
+        # llama-cpp-python silences a load by pointing file descriptors 1 and 2 at /dev/null and back; two
+        # loads at once can restore each other's /dev/null and leave the process mute. One load at a time.
+        with _LOAD_LOCK:
+            llm = Llama(
+                model_path=path,
+                n_ctx=self._options.n_ctx,
+                n_batch=self._options.n_batch,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
         template = self._options.chat_template or llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise EngineNotInstalled(f"model {self.name!r}: the GGUF has no chat template; set llama_cpp.chat_template")

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from avengers.config.model_pool import ModelConfig
 from avengers.core.labels import read_labels
+from avengers.core.tasks import option_letters as listed_option_letters
 from avengers.engines.base import (
     Engine,
     EngineUnavailable,
@@ -55,7 +56,6 @@ from avengers.engines.base import (
 
 MULTIPLE_CHOICE_DATASETS = ("mmlu", "arc", "gpqa", "hellaswag", "winogrande", "commonsense", "openbookqa",
                             "piqa", "siqa", "medqa", "race", "truthfulqa", "agieval", "mc")
-_OPTION_LINE = re.compile(r"^\s*\(?([A-J])\s*[).:]\s+\S", re.MULTILINE)
 WRONG_ANSWERS_PER_TASK = 3
 
 
@@ -70,8 +70,8 @@ def unit_draw(*parts: object) -> float:
 
 
 def option_letters(query: str) -> list[str]:
-    """Option letters listed at line starts in a multiple-choice query ([] when fewer than two)."""
-    letters = list(dict.fromkeys(_OPTION_LINE.findall(query)))
+    """Distinct option letters of a multiple-choice query ([] when it lists fewer than two)."""
+    letters = list(dict.fromkeys(listed_option_letters(query)))
     return letters if len(letters) >= 2 else []
 
 
