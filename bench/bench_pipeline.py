@@ -217,15 +217,40 @@ def measure_in_process(embedder, texts: list[str], batch: int, seconds: float) -
     }
 
 
-async def run_phase(name: str, config, queries, services: dict[str, Service]) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_phase(name: str, config, queries, services: dict[str, Service], profile: Path | None = None) -> dict[str, Any]:
     from avengers.loadgen import run_load
 
     embedder = services["embedder"]
+    pids = {"load generator": os.getpid(), **{s.name: s.process.pid for s in services.values()}}
     before = await asyncio.to_thread(scrape, embedder)
+    cpu_before = {n: cpu_seconds(pid) for n, pid in pids.items()}
+    spies = []
+    if profile is not None:  # py-spy: where each service spends its time in this phase
+        profile.mkdir(parents=True, exist_ok=True)
+        for n, pid in pids.items():
+            if n != "load generator":
+                out = profile / f"{re.sub(r'[^a-z0-9]+', '_', name)}-{n}.txt"
+                spies.append(await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--nonblocking", "-r", "50",
+                    "-d", str(int(config.warmup_seconds + (config.duration_seconds or 10))), "-p", str(pid), "-o", str(out),
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                ))  # fmt: skip
     result = await run_load(config, queries)
+    for spy in spies:
+        await spy.wait()
+    cpu = {n: cpu_seconds(pid) - cpu_before[n] for n, pid in pids.items()}
     after = await asyncio.to_thread(scrape, embedder)
+    total = result.requests + result.warmup_requests
+    cpu_ms = {n: 1000 * seconds / total for n, seconds in cpu.items()} if total else {}
     print(f"\n[{name}]\n{result.summary()}\n  embedder mean batch {mean_batch(before, after):.1f} texts", flush=True)
-    return {**result.to_dict(), "embedder_mean_batch": mean_batch(before, after)}
+    print("  CPU ms per request: " + ", ".join(f"{n} {ms:.2f}" for n, ms in cpu_ms.items()), flush=True)
+    return {**result.to_dict(), "embedder_mean_batch": mean_batch(before, after), "cpu_ms_per_request": cpu_ms}
 
 
 def machine() -> dict[str, Any]:
@@ -285,8 +310,9 @@ def markdown(results: dict[str, Any], command: str) -> str:
     data_line = (
         f"Data: {results['data']}; router K={results['router_k']} fitted on {results['train_rows']} labelled queries; "
         f"load queries cycle through {results['queries']} queries of the evaluation split (mean "
-        f"{results['mean_query_chars']:.0f} characters). Embedder service: all-MiniLM-L6-v2 on "
-        f"{results['embedder_threads']} torch thread(s), micro-batching max_batch "
+        f"{results['mean_query_chars']:.0f} characters). Embedder service: {results['embedding']} on "
+        f"{results['embedder_threads']} torch thread(s), {results['forward_batch']} text(s) per forward pass, "
+        "micro-batching max_batch "
         f"{results['batching']['max_batch']}, max_wait_ms {results['batching']['max_wait_ms']:g}. Model pool: replay "
         f"engine over the evaluation labels ({results['models']} models). Ask: n={results['ask_samples']} samples, "
         "self-consistency, response cache bypassed (`no_cache`), feedback record in "
@@ -296,7 +322,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
     for threads, r in sorted(results["in_process_by_threads"].items()):
         single = f"| in-process encode, one query at a time, {threads} thread(s) | 1 | {1000 / r['single_p50_ms']:.1f} | "
         single += f"{r['single_p50_ms']:.1f} | {r['single_p90_ms']:.1f} | | | | 1 |"
-        batched = f"| in-process encode, batches of {r['batch']}, {threads} thread(s) | - | {r['batched_qps']:.1f} | | | | | | {r['batch']} |"
+        batched = f"| in-process encode, calls of {r['batch']} texts, {threads} thread(s) | - | {r['batched_qps']:.1f} | | | | | | {r['batch']} |"
         in_process_rows += [single, batched]
     lines = [
         DOCS_START,
@@ -366,7 +392,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
 
     # The router: fitted on the train labels with cached embeddings (the cache only serves the fit).
-    cached = create_embedder(EmbeddingConfig(cache_dir=str(default_cache_dir() / "embeddings")))
+    model = {"backend": "hashing", "dimension": 384} if args.embedding == "hashing" else {}
+    cached = create_embedder(EmbeddingConfig(**model, cache_dir=str(default_cache_dir() / "embeddings")))
     artifact = fit_router_on_embeddings(train, cached.encode(train.queries), cached.name, ClusteringConfig(k=args.k, n_init=2))
     results["router_k"] = artifact.k
     store_config = StoreConfig(qdrant_path=str(workdir / "qdrant"))
@@ -376,7 +403,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     # 1. In process: the model alone, no cache, with 1 and with 2 threads; the best of each is the limit.
     import torch
 
-    embedder = create_embedder(EmbeddingConfig())
+    embedder = create_embedder(EmbeddingConfig(**model, batch_size=args.forward_batch))
     texts = [q.text for q in queries]
     by_threads = {}
     for threads in (1, 2):
@@ -398,11 +425,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     batching = {"max_batch": args.batch, "max_wait_ms": args.max_wait_ms, "max_queued_texts": 8192}
     results["batching"] = batching
     results["embedder_threads"] = args.embedder_threads
+    results["forward_batch"] = args.forward_batch
+    results["embedding"] = "all-MiniLM-L6-v2" if args.embedding == "minilm" else "hashing-384 (no model)"
     results["state"] = f"Redis ({args.redis})" if args.redis else "process memory"
     services: dict[str, Service] = {}
     started: list[Service] = []
     try:
-        embedding = {"threads": args.embedder_threads}
+        embedding = {**model, "threads": args.embedder_threads, "batch_size": args.forward_batch}
         services["embedder"] = await start_service("embedder", {"batching": batching, "embedding": embedding}, workdir)
         started.append(services["embedder"])
         embedder_address = services["embedder"].address
@@ -435,15 +464,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # 3. Load over gRPC.
         common = {"duration_seconds": args.duration, "warmup_seconds": args.warmup, "timeout_seconds": 30.0}
         route = services["router"].address
-        results["route_1"] = await run_phase("route, 1 client", LoadConfig(target="route", address=route, concurrency=1, **common), queries, services)
+        results["route_1"] = await run_phase("route, 1 client", LoadConfig(target="route", address=route, concurrency=1, **common), queries, services, args.profile)
         results["route_64"] = await run_phase(
-            f"route, {args.clients} clients", LoadConfig(target="route", address=route, concurrency=args.clients, **common), queries, services
+            f"route, {args.clients} clients", LoadConfig(target="route", address=route, concurrency=args.clients, **common), queries, services,
+            args.profile,
         )
         results["ask_64"] = await run_phase(
             f"ask, {args.clients} clients",
             LoadConfig(target="ask", address=services["gateway"].address, concurrency=args.clients, n=args.ask_samples, **common),
             queries,
             services,
+            args.profile,
         )
     finally:
         await stop_services(started)
@@ -460,7 +491,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--batch", type=int, default=64, help="in-process batch size and the embedder's max_batch")
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="embedder micro-batching wait")
+    p.add_argument(
+        "--embedding", choices=["minilm", "hashing"], default="minilm",
+        help="hashing: no model (isolates the cost of the gRPC path from the cost of the embedding model)",
+    )
     p.add_argument("--embedder-threads", type=int, default=1, help="torch threads of the Embedder service")
+    p.add_argument(
+        "--forward-batch", type=int, default=1,
+        help="texts per forward pass, in process and in the service (on CPU, padding makes large ones slower)",
+    )
     p.add_argument("--ask-samples", type=int, default=5, help="n of each Ask")
     p.add_argument("--k", type=int, default=64, help="router clusters")
     p.add_argument("--max-queries", type=int, default=2000, help="evaluation queries cycled by the load")
@@ -470,6 +509,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--redis", help="Redis URL for the gateway's state (default: process memory)")
     p.add_argument("--notes", help="a paragraph added under the tables (e.g. what was changed to get there)")
     p.add_argument("--json", help="write all results as JSON")
+    p.add_argument("--profile", type=Path, help="record each service with py-spy (raw stacks) into this directory")
     p.add_argument("--write-docs", help="replace (or append) this benchmark's section in the given Markdown file")
     return p.parse_args()
 
