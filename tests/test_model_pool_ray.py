@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -86,6 +87,8 @@ def ray_pool(labels_file):
 
     config = pool_config(labels_file, free_port())
     config = config.model_copy(update={"http_port": free_port()})
+    # Ray waits 30 s for its GCS server by default; a loaded 2-core CI machine can need more.
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="serve")
     try:
         start_pool_on_ray(config)
