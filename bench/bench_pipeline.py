@@ -327,7 +327,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"{r64['concurrency']} clients the {results['throughput_queries']} queries encoded in calls of {enc['batch']} in "
         f"process, each once; Ask cycles through {results['queries']} queries for {results['duration']:g} s. Every gRPC "
         f"phase follows {results['warmup']:g} s of unmeasured load on other queries. Embedder service: "
-        f"{results['embedding']} on {results['embedder_threads']} torch thread(s), {results['forward_batch']} text(s) "
+        f"{results['embedding']} on {results['embedder_threads']} torch thread(s), {results['forward_batch'] or 1} text(s) "
         f"per forward pass, micro-batching max_batch {results['batching']['max_batch']}, max_wait_ms "
         f"{results['batching']['max_wait_ms']:g}; the router embeds queries through it. Model pool: replay engine over "
         f"the evaluation labels ({results['models']} models). Ask: n={results['ask_samples']} samples, "
@@ -530,10 +530,12 @@ def parse_args() -> argparse.Namespace:
         "--embedding", choices=["minilm", "hashing"], default="minilm",
         help="hashing: no model (isolates the cost of the gRPC path from the cost of the embedding model)",
     )
-    p.add_argument("--embedder-threads", type=int, default=1, help="torch threads of the Embedder service")
     p.add_argument(
-        "--forward-batch", type=int, default=1,
-        help="texts per forward pass, in process and in the service (on CPU, padding makes large ones slower)",
+        "--embedder-threads", type=int, default=os.cpu_count(), help="torch threads of the Embedder service (default: cores)"
+    )
+    p.add_argument(
+        "--forward-batch", type=int,
+        help="texts per forward pass, in process and in the service (default: the embedder's, 1 on CPU)",
     )
     p.add_argument("--ask-samples", type=int, default=5, help="n of each Ask")
     p.add_argument("--k", type=int, default=64, help="router clusters")

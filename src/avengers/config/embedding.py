@@ -22,8 +22,10 @@ class EmbeddingConfig(ConfigModel):
     device: str = "cpu"
     """Torch device for the sentence-transformers backend ("cpu", "cuda", "cuda:1", ...)."""
 
-    batch_size: int = Field(default=64, ge=1, le=4096)
-    """Texts per forward pass."""
+    batch_size: int | None = Field(default=None, ge=1, le=4096)
+    """Texts per forward pass (texts are sorted by length first). None: 1 on CPU, 64 on other devices. On CPU,
+    padding a batch to its longest text costs more than batching saves: on RouterDC queries (mean 89 tokens)
+    forward passes of 64 texts encode 2.5x fewer texts per second than one text at a time."""
 
     threads: int | None = Field(default=None, ge=1, le=256)
     """CPU threads of the sentence-transformers model (torch intra-op threads, process-wide). None: torch's

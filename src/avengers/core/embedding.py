@@ -129,7 +129,7 @@ class SentenceTransformerEmbedder(Embedder):
         with self._lock:
             return self._model.encode(
                 texts,
-                batch_size=self._config.batch_size,
+                batch_size=self._config.batch_size or (1 if self._config.device == "cpu" else 64),
                 convert_to_numpy=True,
                 normalize_embeddings=True,
                 show_progress_bar=show_progress,
