@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from avengers.config.embedding import DEFAULT_EMBEDDING_MODEL, EmbeddingConfig
 
@@ -127,13 +128,35 @@ class SentenceTransformerEmbedder(Embedder):
     def _encode_with_progress(self, texts: list[str], show_progress: bool) -> np.ndarray:
         # The torch module is not safe to call from several threads at once.
         with self._lock:
-            return self._model.encode(
-                texts,
-                batch_size=self._config.batch_size or (1 if self._config.device == "cpu" else 64),
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=show_progress,
-            )
+            if self._config.batch_size is None and self._config.device == "cpu":
+                return self._encode_by_length(texts, show_progress)
+            return self._forward(texts, self._config.batch_size or 64, show_progress)
+
+    def _forward(self, texts: list[str], batch_size: int, show_progress: bool = False) -> np.ndarray:
+        return self._model.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=show_progress,
+        )
+
+    def _encode_by_length(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        """Forward passes over texts of similar length, each padded to at most ``batch_chars`` characters."""
+        if not texts:
+            return np.empty((0, self._dimension), dtype=np.float32)
+        window = 4 * self._model.max_seq_length  # characters past the model's window are truncated anyway
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        groups: list[list[int]] = [[]]
+        for i in order:
+            longest = min(len(texts[i]), window)  # the longest so far: the order is ascending
+            if groups[-1] and (len(groups[-1]) + 1) * longest > self._config.batch_chars:
+                groups.append([])
+            groups[-1].append(i)
+        out = np.empty((len(texts), self._dimension), dtype=np.float32)
+        for group in tqdm(groups, desc="embedding", unit="batch", disable=not show_progress):
+            out[group] = self._forward([texts[i] for i in group], len(group))
+        return out
 
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
