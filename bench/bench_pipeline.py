@@ -1,15 +1,19 @@
 """The serving path measured side by side in one run, on this machine, against the targets.
 
-    .venv/bin/python bench/bench_pipeline.py [--duration 10] [--clients 64] [--ask-samples 5] \
-        [--json runs/bench_pipeline.json] [--write-docs docs/BENCHMARKS.md]
+    .venv/bin/python bench/bench_pipeline.py [--clients 64] [--ask-samples 5] [--embedding minilm|hashing] \
+        [--json runs/bench_pipeline.json] [--write-docs docs/BENCHMARKS.md] [--profile DIR]
 
-1. In process (no gRPC): MiniLM encode of one query (p50 latency) and of batches of ``--batch`` queries
-   (queries/s, the limit of the embedding step on this CPU).
-2. The real services, each in its own process as in a deployment: embedder (MiniLM, micro-batching), router
+1. The real services, each in its own process as in a deployment: embedder (MiniLM, micro-batching), router
    (embedded Qdrant, a router fitted on the labels, queries embedded by the Embedder service), voter, model
    pool (replay engine over the evaluation labels: no model, answers from recorded correctness) and gateway.
-3. Over gRPC with the load generator of ``avengers bench``: Route by query text (embed + route) at 1 and at
-   ``--clients`` clients, and Ask end to end at ``--clients`` clients (cache bypassed).
+2. In this process, with 1 and 2 torch threads: MiniLM encode of each of ``--single-queries`` queries alone
+   (p50), then Route by query text (embed + route) of exactly those queries over gRPC at 1 client.
+3. In this process: encode of ``--throughput-queries`` other queries in calls of ``--batch`` (queries/s, the
+   limit of the embedding step on this CPU), then Route of exactly those at ``--clients`` clients.
+4. Ask end to end at ``--clients`` clients for ``--duration`` seconds (cache bypassed).
+
+Every gRPC phase follows an unmeasured warm-up on other queries, and reports the CPU time each process spent
+per request. ``--embedding hashing`` replaces the model by feature hashing, measuring the gRPC path alone.
 
 Data: the RouterDC labels at ../shared/data/routerdc when present (router fitted on train, queries from
 test), else generated labels. Targets: route p50 at 1 client <= 1.3 x the in-process single encode; route
@@ -192,28 +196,37 @@ def cycled(items: list, start: int, count: int) -> list:
     return [items[(start + i) % len(items)] for i in range(count)]
 
 
-def measure_in_process(embedder, single_texts: list[str], batch_texts: list[str], batch: int) -> dict[str, float]:
-    """p50/p90 of encoding each of ``single_texts`` alone, and queries/s of encoding ``batch_texts`` in calls of
-    ``batch`` texts. The gRPC phases send exactly these texts, so both sides see the same query lengths."""
-    embedder.encode(batch_texts[:batch])  # warm-up
-    single: list[float] = []
-    for text in single_texts:
+def measure_single(embedder, texts: list[str]) -> dict[str, float]:
+    """p50/p90 of encoding each text alone (the route phase at 1 client sends exactly these)."""
+    embedder.encode(texts[:8])  # warm-up
+    seconds = []
+    for text in texts:
         t = time.perf_counter()
         embedder.encode([text])
-        single.append(time.perf_counter() - t)
+        seconds.append(time.perf_counter() - t)
+    ms = np.asarray(seconds) * 1000
+    return {"single_p50_ms": float(np.percentile(ms, 50)), "single_p90_ms": float(np.percentile(ms, 90)), "single_count": len(ms)}
+
+
+def measure_batched(embedder, texts: list[str], batch: int) -> dict[str, float]:
+    """Queries/s of encoding ``texts`` in calls of ``batch`` (the route phase at N clients sends these)."""
+    embedder.encode(texts[:batch])  # warm-up
     started = time.perf_counter()
-    for i in range(0, len(batch_texts), batch):
-        embedder.encode(batch_texts[i : i + batch])
-    batched_rate = len(batch_texts) / (time.perf_counter() - started)
-    ms = np.asarray(single) * 1000
-    return {
-        "single_p50_ms": float(np.percentile(ms, 50)),
-        "single_p90_ms": float(np.percentile(ms, 90)),
-        "single_count": len(single),
-        "batched_qps": batched_rate,
-        "batched_count": len(batch_texts),
-        "batch": batch,
-    }
+    for i in range(0, len(texts), batch):
+        embedder.encode(texts[i : i + batch])
+    return {"batched_qps": len(texts) / (time.perf_counter() - started), "batched_count": len(texts), "batch": batch}
+
+
+def measure_in_process(embedder, measure, *args) -> dict[int, dict[str, float]]:
+    """``measure(embedder, *args)`` with 1 and with 2 torch threads in this process."""
+    import torch
+
+    by_threads = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        by_threads[threads] = measure(embedder, *args)
+        print(f"\n[in-process encode, {threads} thread(s)] {by_threads[threads]}", flush=True)
+    return by_threads
 
 
 def cpu_seconds(pid: int) -> float:
@@ -365,6 +378,19 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"| Ask >= 300/s with 0 errors (64 clients) | {ask['qps']:.0f}/s, {ask['requests'] - ask['ok']} errors | {mark[v['ask_qps']['met']]} |",
         "",
     ]
+    processes = list(ask["cpu_ms_per_request"])
+    lines += [
+        "CPU time per request, by process (ms; from /proc, so it counts every thread, the load generator too):",
+        "",
+        "| phase | " + " | ".join(processes) + " | total | bound on 2 cores |",
+        "|---|" + "---|" * (len(processes) + 2),
+    ]
+    for label, r in (("route, 1 client", r1), (f"route, {r64['concurrency']} clients", r64), (f"Ask, {ask['concurrency']} clients", ask)):
+        cpu = r["cpu_ms_per_request"]
+        total = sum(cpu.values())
+        cells = " | ".join(f"{cpu.get(n, 0.0):.2f}" for n in processes)
+        lines.append(f"| {label} | {cells} | {total:.2f} | {2000 / total:.0f}/s |" if total else f"| {label} | {cells} | | |")
+    lines.append("")
     if results.get("notes"):
         lines += [results["notes"], ""]
     lines.append(DOCS_MARK.format(variant=variant, edge="end"))
@@ -422,30 +448,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     with create_store(store_config) as store:
         store.activate(store.publish(artifact))
 
-    # 1. In process: the model alone, no cache, with 1 and with 2 threads; the best of each is the limit.
-    import torch
-
+    # The model alone in this process (no cache), measured right before the route phase it is compared with,
+    # with the services started and idle: the machine's other load drifts less in between.
     embedder = create_embedder(EmbeddingConfig(**model, batch_size=args.forward_batch))
     single_set = cycled(queries, 0, args.single_queries)
     throughput_set = cycled(queries, args.single_queries, args.throughput_queries)
     warmup_set = cycled(queries, args.single_queries + args.throughput_queries, len(queries))
-    by_threads = {}
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        by_threads[threads] = measure_in_process(
-            embedder, [q.text for q in single_set], [q.text for q in throughput_set], args.batch
-        )
-        print(f"\n[in-process encode, {threads} thread(s)] {by_threads[threads]}", flush=True)
-    del embedder
-    best_single = min(by_threads, key=lambda t: by_threads[t]["single_p50_ms"])
-    best_batched = max(by_threads, key=lambda t: by_threads[t]["batched_qps"])
-    results["in_process_by_threads"] = by_threads
-    results["in_process"] = {
-        **by_threads[best_single],
-        "batched_qps": by_threads[best_batched]["batched_qps"],
-        "single_threads": best_single,
-        "batched_threads": best_batched,
-    }
 
     # 2. The services, one process each.
     batching = {"max_batch": args.batch, "max_wait_ms": args.max_wait_ms, "max_queued_texts": 8192}
@@ -490,16 +498,29 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # 3. Load over gRPC: route on exactly the texts encoded in process, Ask for a duration.
         route, gateway_address = services["router"].address, services["gateway"].address
         fixed = {"duration_seconds": None, "warmup_seconds": args.warmup, "timeout_seconds": 60.0}
+        singles = measure_in_process(embedder, measure_single, [q.text for q in single_set])
         results["route_1"] = await run_phase(
             "route, 1 client",
             LoadConfig(target="route", address=route, concurrency=1, requests=len(single_set), **fixed),
             single_set, services, args.profile, warmup_set,
         )  # fmt: skip
+        batched = measure_in_process(embedder, measure_batched, [q.text for q in throughput_set], args.batch)
         results["route_64"] = await run_phase(
             f"route, {args.clients} clients",
             LoadConfig(target="route", address=route, concurrency=args.clients, requests=len(throughput_set), **fixed),
             throughput_set, services, args.profile, warmup_set,
         )  # fmt: skip
+        by_threads = {t: {**singles[t], **batched[t]} for t in singles}
+        best_single = min(by_threads, key=lambda t: by_threads[t]["single_p50_ms"])
+        best_batched = max(by_threads, key=lambda t: by_threads[t]["batched_qps"])
+        results["in_process_by_threads"] = by_threads
+        results["in_process"] = {
+            **by_threads[best_single],
+            "batched_qps": by_threads[best_batched]["batched_qps"],
+            "single_threads": best_single,
+            "batched_threads": best_batched,
+        }
+        del embedder
         results["ask_64"] = await run_phase(
             f"ask, {args.clients} clients",
             LoadConfig(
@@ -548,6 +569,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--json", help="write all results as JSON")
     p.add_argument("--profile", type=Path, help="record each service with py-spy (raw stacks) into this directory")
     p.add_argument("--write-docs", help="replace (or append) this benchmark's section in the given Markdown file")
+    p.add_argument("--render", metavar="JSON", help="no run: report the results saved by --json")
     return p.parse_args()
 
 
@@ -556,13 +578,17 @@ if __name__ == "__main__":
         child_main(*sys.argv[2:])
         sys.exit(0)
     arguments = parse_args()
-    outcome = asyncio.run(main(arguments))
+    if arguments.render:  # the report of a saved run, e.g. after changing the report's layout
+        outcome = json.loads(Path(arguments.render).read_text())
+    else:
+        outcome = asyncio.run(main(arguments))
+        outcome["command"] = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     if arguments.notes:
         outcome["notes"] = arguments.notes
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     if arguments.json:
         Path(arguments.json).parent.mkdir(parents=True, exist_ok=True)
         Path(arguments.json).write_text(json.dumps(outcome, indent=2, default=str) + "\n")
+    report = markdown(outcome, outcome.get("command", "python bench/bench_pipeline.py"))
     if arguments.write_docs:
-        write_docs(Path(arguments.write_docs), markdown(outcome, command), arguments.embedding)
-    print(markdown(outcome, command))
+        write_docs(Path(arguments.write_docs), report, outcome["variant"])
+    print(report)
