@@ -198,6 +198,11 @@ async def test_health_is_exempt_from_auth_and_reflection_is_not(guarded_gateway)
         call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
         code, details = await status_of(call.read())
         assert (code, details) == (grpc.StatusCode.UNAUTHENTICATED, TokenAuthInterceptor.MISSING)
+    async with open_channel(guarded_gateway, token="old-token") as channel:  # streaming calls carry it too
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+        response = await call.read()
+        assert "avengers.v1.Gateway" in [s.name for s in response.list_services_response.service]
 
 
 async def test_token_travels_as_call_credentials_over_tls(pki, hashing, monkeypatch):

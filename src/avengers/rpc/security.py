@@ -175,20 +175,47 @@ def auth_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return ((AUTH_METADATA_KEY, f"Bearer {token}"),)
 
 
-class _TokenMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Adds the token to every call's metadata (plaintext channels, where call credentials are refused)."""
+def _with_metadata(details: grpc.aio.ClientCallDetails, extra: tuple[tuple[str, str], ...]) -> grpc.aio.ClientCallDetails:
+    return details._replace(metadata=grpc.aio.Metadata.from_tuple(tuple(details.metadata or ()) + extra))
 
-    def __init__(self, token: str):
-        self._extra = auth_metadata(token)
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        return details._replace(metadata=grpc.aio.Metadata.from_tuple(tuple(details.metadata or ()) + self._extra))
+class _TokenUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, extra: tuple[tuple[str, str], ...]):
+        self.extra = extra
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):
-        return await continuation(self._details(client_call_details), request)
+        return await continuation(_with_metadata(client_call_details, self.extra), request)
+
+
+class _TokenUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, extra: tuple[tuple[str, str], ...]):
+        self.extra = extra
 
     async def intercept_unary_stream(self, continuation, client_call_details, request):
-        return await continuation(self._details(client_call_details), request)
+        return await continuation(_with_metadata(client_call_details, self.extra), request)
+
+
+class _TokenStreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, extra: tuple[tuple[str, str], ...]):
+        self.extra = extra
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return await continuation(_with_metadata(client_call_details, self.extra), request_iterator)
+
+
+class _TokenStreamStream(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, extra: tuple[tuple[str, str], ...]):
+        self.extra = extra
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await continuation(_with_metadata(client_call_details, self.extra), request_iterator)
+
+
+def token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors adding the token to every call's metadata, of every kind (plaintext channels, where gRPC
+    refuses call credentials)."""
+    extra = auth_metadata(token)
+    return [_TokenUnaryUnary(extra), _TokenUnaryStream(extra), _TokenStreamUnary(extra), _TokenStreamStream(extra)]
 
 
 def open_channel(
@@ -214,7 +241,7 @@ def open_channel(
             credentials = grpc.composite_channel_credentials(credentials, token_call_credentials(token))
         return grpc.aio.secure_channel(address, credentials, options=all_options, interceptors=interceptors or None)
     if token:
-        interceptors.append(_TokenMetadata(token))
+        interceptors += token_interceptors(token)
     return grpc.aio.insecure_channel(address, options=all_options, interceptors=interceptors or None)
 
 
