@@ -333,6 +333,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"Python {m['python']}; load average at start {m['load_average_at_start'][0]:.2f}. Every service is its own "
         "process on this machine, and so is the load generator: all of them share the 2 cores."
     )
+    forward = (
+        f"{results['forward_batch']} text(s) per forward pass"
+        if results.get("forward_batch")
+        else "forward passes of texts of similar length (`batch_chars` 4096)"
+    )
     data_line = (
         f"Data: {results['data']}; router K={results['router_k']} fitted on {results['train_rows']} labelled queries; "
         f"the load sends queries of the evaluation split (mean {results['mean_query_chars']:.0f} characters): Route "
@@ -340,15 +345,15 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"{r64['concurrency']} clients the {results['throughput_queries']} queries encoded in calls of {enc['batch']} in "
         f"process, each once; Ask cycles through {results['queries']} queries for {results['duration']:g} s. Every gRPC "
         f"phase follows {results['warmup']:g} s of unmeasured load on other queries. Embedder service: "
-        f"{results['embedding']} on {results['embedder_threads']} torch thread(s), {results['forward_batch'] or 1} text(s) "
-        f"per forward pass, micro-batching max_batch {results['batching']['max_batch']}, max_wait_ms "
+        f"{results['embedding']} on {results['embedder_threads']} torch thread(s), {forward}, "
+        f"micro-batching max_batch {results['batching']['max_batch']}, max_wait_ms "
         f"{results['batching']['max_wait_ms']:g}; the router embeds queries through it. Model pool: replay engine over "
         f"the evaluation labels ({results['models']} models). Ask: n={results['ask_samples']} samples, "
         f"self-consistency, response cache bypassed (`no_cache`), feedback records in {results['state']}."
     )
     in_process_rows = []
     for threads, r in sorted(results["in_process_by_threads"].items()):
-        single = f"| in-process encode, one query at a time, {threads} thread(s) | 1 | {1000 / r['single_p50_ms']:.1f} | "
+        single = f"| in-process encode, one query at a time, {threads} thread(s) | 1 | | "
         single += f"{r['single_p50_ms']:.1f} | {r['single_p90_ms']:.1f} | | | | 1 |"
         batched = f"| in-process encode, calls of {r['batch']} texts, {threads} thread(s) | - | {r['batched_qps']:.1f} | | | | | | {r['batch']} |"
         in_process_rows += [single, batched]
