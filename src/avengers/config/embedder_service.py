@@ -17,9 +17,11 @@ class BatchingConfig(ConfigModel):
     max_batch: int = Field(default=64, ge=1, le=4096)
     """Largest number of texts in one request, and in one model call (requests are combined up to it)."""
 
-    max_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
+    max_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
     """How long the oldest waiting request may wait for others to join its batch, in milliseconds.
-    0 runs whatever is queued as soon as the model is free."""
+    0 (the default) runs whatever is queued as soon as the model is free: under load the requests that
+    arrive during one model call form the next batch anyway, while with a wait every request of light traffic
+    would wait the full time for nobody."""
 
     max_queued_texts: int = Field(default=4096, ge=1)
     """Texts allowed to wait for the model; requests beyond it end at once with RESOURCE_EXHAUSTED."""
