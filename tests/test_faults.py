@@ -185,8 +185,11 @@ async def stack(tmp_path_factory):
         servers["model_pool"] = await start_model_pool_server(stack.pool_config)
         yield stack
     finally:
-        for server in reversed(list(servers.values())):
-            await server.stop(0)
+        for name, server in reversed(list(servers.items())):
+            try:
+                await asyncio.wait_for(server.stop(0), 30)
+            except TimeoutError:
+                print(f"stopping the {name} took over 30 s:\n{task_stacks()}")
         if replica.server is not None:
             await replica.kill()
 
