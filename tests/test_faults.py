@@ -17,7 +17,6 @@ import io
 import json
 import random
 import socket
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from qdrant_client import QdrantClient
+from redis_server import RedisServer
 
 from avengers.config.clustering import ClusteringConfig
 from avengers.config.embedder_service import EmbedderServiceConfig
@@ -49,7 +49,6 @@ from avengers.services.router.server import start_router_server
 from avengers.services.voter.server import start_voter_server
 from avengers.stores import create_store
 from avengers.v1 import gateway_pb2, gateway_pb2_grpc, router_pb2, router_pb2_grpc
-from redis_server import RedisServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -305,7 +304,7 @@ async def _served_by(gateway: Gateway, query: Query, model: str) -> bool:
     return response is not None and list(response.models) == [model]
 
 
-async def _start_pool_process(config: ModelPoolConfig, port: int, root: Path) -> subprocess.Popen:
+async def _start_pool_process(config: ModelPoolConfig, port: int, root: Path) -> asyncio.subprocess.Process:
     config_file = root / "pool.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()))
     script = (
@@ -314,13 +313,14 @@ async def _start_pool_process(config: ModelPoolConfig, port: int, root: Path) ->
         "from avengers.services.model_pool.server import serve_model_pool\n"
         "asyncio.run(serve_model_pool(ModelPoolConfig.from_yaml(sys.argv[1]), sys.argv[2]))\n"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, str(config_file), f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=(root / "pool.log").open("ab"),
-    )  # fmt: skip
+    with (root / "pool.log").open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, str(config_file), f"127.0.0.1:{port}",
+            stdout=asyncio.subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
 
     async def serving() -> bool:
-        assert process.poll() is None, (root / "pool.log").read_text()[-2000:]
+        assert process.returncode is None, (root / "pool.log").read_text()[-2000:]
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
@@ -341,7 +341,7 @@ async def test_killing_the_model_pool_ends_asks_unavailable_then_they_recover(st
 
         async def kill() -> None:
             pool.kill()  # SIGKILL: no graceful stop
-            pool.wait()
+            await pool.wait()
 
         before = server_counts("/avengers.v1.Gateway/Ask")
         result = await under_load(load("ask", gateway.address), stack.queries, (FAULT_AFTER, kill))
@@ -355,9 +355,9 @@ async def test_killing_the_model_pool_ends_asks_unavailable_then_they_recover(st
         await eventually(lambda: _answered(gateway, stack.queries[3]))
     finally:
         await gateway.close()
-        if pool.poll() is None:
+        if pool.returncode is None:
             pool.terminate()
-            pool.wait(timeout=30)
+            await asyncio.wait_for(pool.wait(), 30)
 
 
 async def _answered(gateway: Gateway, query: Query) -> bool:

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from routing_data import fit_test_router
 
 from avengers.config.embedder_service import EmbedderServiceConfig
 from avengers.config.embedding import EmbeddingConfig
@@ -33,7 +34,6 @@ from avengers.services.embedder.server import start_embedder_server
 from avengers.services.router.server import start_router_server
 from avengers.stores import create_store
 from avengers.v1 import embedder_pb2, embedder_pb2_grpc, router_pb2, router_pb2_grpc
-from routing_data import fit_test_router
 
 EMBEDDER = "avengers.v1.Embedder"
 
@@ -78,9 +78,9 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
 
 async def test_metrics_endpoint_counts_calls_by_status_and_times_them(hashing):
     port = free_port()
-    ok = dict(service=EMBEDDER, method="Embed", code="OK")
-    bad = dict(service=EMBEDDER, method="Embed", code="INVALID_ARGUMENT")
-    timed = dict(service=EMBEDDER, method="Embed")
+    ok = {"service": EMBEDDER, "method": "Embed", "code": "OK"}
+    bad = {"service": EMBEDDER, "method": "Embed", "code": "INVALID_ARGUMENT"}
+    timed = {"service": EMBEDDER, "method": "Embed"}
     before = (
         sample("avengers_grpc_requests_total", **ok),
         sample("avengers_grpc_requests_total", **bad),
@@ -145,8 +145,8 @@ async def test_metrics_port_zero_serves_no_endpoint_and_env_sets_the_default(has
 async def test_refused_and_streaming_calls_are_counted(hashing, monkeypatch):
     monkeypatch.setenv("AVENGERS_TEST_TOKEN", "t0ken")
     server = await start_embedder(hashing, auth_token_env="AVENGERS_TEST_TOKEN")
-    refused = dict(service=EMBEDDER, method="Embed", code="UNAUTHENTICATED")
-    watched = dict(service="grpc.health.v1.Health", method="Watch", code="CANCELLED")
+    refused = {"service": EMBEDDER, "method": "Embed", "code": "UNAUTHENTICATED"}
+    watched = {"service": "grpc.health.v1.Health", "method": "Watch", "code": "CANCELLED"}
     before = sample("avengers_grpc_requests_total", **refused), sample("avengers_grpc_requests_total", **watched)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

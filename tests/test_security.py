@@ -7,6 +7,7 @@ import json
 import grpc
 import pydantic
 import pytest
+from certs import TestCA
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -37,7 +38,6 @@ from avengers.v1 import (
     voter_pb2,
     voter_pb2_grpc,
 )
-from certs import TestCA
 
 TOKEN_ENV = "AVENGERS_TEST_GATEWAY_TOKEN"
 NOWHERE = "127.0.0.1:1"  # dependencies nobody listens on: the gateway and router start without them
