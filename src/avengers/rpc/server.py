@@ -98,6 +98,7 @@ async def start_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    described = "TLS (given credentials)" if credentials else security.description
     credentials = credentials or security.credentials
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
@@ -105,7 +106,7 @@ async def start_server(
     await server.start()
     running = GrpcServer(server=server, health=health_servicer, port=port, services=names, metrics_port=metrics_port)
     await running.set_serving(True)
-    log.info("serving %s on port %d (%s)", ", ".join(names), port, "TLS" if credentials else security.description)
+    log.info("serving %s on port %d (%s)", ", ".join(names), port, described)
     return running
 
 
