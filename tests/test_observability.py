@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import urllib.request
 
@@ -14,13 +15,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from routing_data import fit_test_router
+from routing_data import fit_test_router, make_labels
 
 from avengers.config.embedder_service import EmbedderServiceConfig
 from avengers.config.embedding import EmbeddingConfig
+from avengers.config.gateway_service import GatewayServiceConfig
+from avengers.config.model_pool import ModelPoolConfig
 from avengers.config.router_service import RouterServiceConfig
 from avengers.config.server import ServerConfig
 from avengers.config.store import StoreConfig
+from avengers.config.voter_service import VoterServiceConfig
 from avengers.core.embedding import create_embedder
 from avengers.observability import metrics
 from avengers.observability.tracing import (
@@ -31,9 +35,20 @@ from avengers.observability.tracing import (
 )
 from avengers.rpc.security import auth_metadata, open_channel
 from avengers.services.embedder.server import start_embedder_server
+from avengers.services.gateway.server import start_gateway_server
+from avengers.services.model_pool.server import start_model_pool_server
 from avengers.services.router.server import start_router_server
+from avengers.services.voter.server import start_voter_server
 from avengers.stores import create_store
-from avengers.v1 import embedder_pb2, embedder_pb2_grpc, router_pb2, router_pb2_grpc
+from avengers.v1 import (
+    common_pb2,
+    embedder_pb2,
+    embedder_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    router_pb2,
+    router_pb2_grpc,
+)
 
 EMBEDDER = "avengers.v1.Embedder"
 
@@ -230,6 +245,62 @@ async def test_one_trace_spans_the_client_the_router_and_the_embedder(spans, has
     assert server_embed.attributes["rpc.service"] == EMBEDDER
     model = response.models[0].model
     assert sample("avengers_routed_model_total", component="router", cluster=str(response.cluster), model=model) >= 1
+
+
+async def test_one_trace_spans_an_ask_through_every_service(spans, hashing, tmp_path):
+    labels = make_labels(per_topic=6)
+    pool_labels = tmp_path / "pool.jsonl"
+    pool_labels.write_text("".join(
+        json.dumps({"id": r.id, "dataset": r.dataset, "split": "test", "query": r.query, "scores": r.scores}) + "\n"
+        for r in labels.rows
+    ))  # fmt: skip
+    store_config = StoreConfig(qdrant_path=str(tmp_path / "qdrant"))
+    with create_store(store_config) as store:
+        store.activate(store.publish(fit_test_router(hashing, k=3)))
+    loopback = ServerConfig(host="127.0.0.1", port=0)
+    servers = []
+    try:
+        servers.append(embedder := await start_embedder(hashing))
+        embedder_address = f"127.0.0.1:{embedder.port}"
+        servers.append(router := await start_router_server(RouterServiceConfig(
+            server=loopback, store=store_config, poll_interval_seconds=0, embedder_address=embedder_address
+        )))  # fmt: skip
+        servers.append(voter := await start_voter_server(VoterServiceConfig(server=loopback, embedder_address=embedder_address)))
+        servers.append(pool := await start_model_pool_server(ModelPoolConfig.model_validate({
+            "server": loopback.to_dict(),
+            "models": [{"name": m, "backend": "replay", "replay": {"labels_path": str(pool_labels)}} for m in labels.models],
+        })))  # fmt: skip
+        servers.append(gateway := await start_gateway_server(GatewayServiceConfig.model_validate({
+            "server": loopback.to_dict(), "redis": {"url": None},
+            "downstream": {"embedder": embedder_address, "router": f"127.0.0.1:{router.port}",
+                           "voter": f"127.0.0.1:{voter.port}", "model_pool": f"127.0.0.1:{pool.port}"},
+        })))  # fmt: skip
+        row = labels.rows[0]
+        async with open_channel(f"127.0.0.1:{gateway.port}") as channel:
+            with trace.get_tracer("test").start_as_current_span("client request") as root:
+                response = await gateway_pb2_grpc.GatewayStub(channel).Ask(
+                    gateway_pb2.AskRequest(query=row.query, task_id=row.id, sampling=common_pb2.SamplingParams(n=3)),
+                    timeout=30,
+                )
+    finally:
+        for server in reversed(servers):
+            await server.stop(0)
+    assert response.answer
+    trace_id = root.get_span_context().trace_id
+    in_trace = [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
+    servers_seen = {s.name for s in in_trace if s.kind == SpanKind.SERVER}
+    assert servers_seen >= {
+        "avengers.v1.Gateway/Ask", "avengers.v1.Router/Route", "avengers.v1.Embedder/Embed",
+        "avengers.v1.ModelPool/Generate", "avengers.v1.Voter/Vote",
+    }  # fmt: skip
+    by_id = {s.context.span_id: s for s in in_trace}
+    ask = next(s for s in in_trace if s.kind == SpanKind.SERVER and s.name == "avengers.v1.Gateway/Ask")
+    for span in in_trace:  # every server span below the gateway's hangs under it, through a client span
+        if span.kind == SpanKind.SERVER and span is not ask:
+            ancestor = span
+            while ancestor.parent is not None and ancestor.parent.span_id in by_id and ancestor is not ask:
+                ancestor = by_id[ancestor.parent.span_id]
+            assert ancestor is ask, span.name
 
 
 async def test_failed_calls_mark_their_spans_as_errors_and_health_is_not_traced(spans, hashing):
