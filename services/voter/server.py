@@ -10,6 +10,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from avengers.config.voter_service import VoterServiceConfig
+from avengers.core.answers import warm_up
 from avengers.core.sandbox import Sandbox, create_sandbox
 from avengers.rpc.server import GrpcServer, ServiceBinding, serve_until_signal, start_server
 from avengers.services.voter.embedding import LocalTextEmbedder, RemoteTextEmbedder, TextEmbedder
@@ -65,6 +66,7 @@ async def start_voter_server(
     The in-process embedding model, when used, loads on the first free-text vote.
     """
     config = config or VoterServiceConfig()
+    await asyncio.to_thread(warm_up)
     embedder = embedder or text_embedder_for(config)
     sandbox = sandbox or await asyncio.to_thread(create_sandbox, config.sandbox)
     vote_pool = ThreadPoolExecutor(config.limits.max_concurrent_votes, thread_name_prefix="voter-vote")

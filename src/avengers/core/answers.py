@@ -81,6 +81,12 @@ def create_extractor(task_type: str, **options: Any) -> AnswerExtractor:
 # Helpers shared by the extractors
 
 
+def warm_up() -> None:
+    """Import what symbolic math equivalence needs (sympy takes about a second), so a server pays it at start
+    instead of on its first math vote."""
+    import sympy  # noqa: F401
+
+
 def balanced_group(text: str, open_index: int) -> tuple[str, int] | None:
     """Content of the brace group opening at ``text[open_index] == "{"`` and the index after it."""
     depth = 0
