@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+import conftest
 from avengers.config.model_pool import ModelConfig
 from avengers.core.answers import create_extractor
 from avengers.engines import (
@@ -145,9 +146,8 @@ async def test_llama_cpp_missing_gguf_is_a_clear_error():
 # -- replay -----------------------------------------------------------------------------------------------
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+def write_jsonl(path, rows) -> str:
+    return str(conftest.write_jsonl(path, rows))
 
 
 @pytest.fixture

@@ -49,6 +49,7 @@ from avengers.services.router.server import start_router_server
 from avengers.services.voter.server import start_voter_server
 from avengers.stores import create_store
 from avengers.v1 import gateway_pb2, gateway_pb2_grpc, router_pb2, router_pb2_grpc
+from conftest import write_jsonl
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -162,8 +163,8 @@ async def stack(tmp_path_factory):
         for i in range(40)
     ]  # fmt: skip
     # The router ranks the replica first everywhere and the backup second; the backup is always right.
-    (root / "routing.jsonl").write_text("".join(json.dumps({**r, "scores": {REPLICA: 1.0, BACKUP: 0.8}}) + "\n" for r in rows))
-    (root / "pool.jsonl").write_text("".join(json.dumps({**r, "scores": {BACKUP: 1.0}}) + "\n" for r in rows))
+    write_jsonl(root / "routing.jsonl", [{**r, "scores": {REPLICA: 1.0, BACKUP: 0.8}} for r in rows])
+    write_jsonl(root / "pool.jsonl", [{**r, "scores": {BACKUP: 1.0}} for r in rows])
     labels = read_labels(root / "routing.jsonl")
     embedder = create_embedder(HASHING)
     artifact = fit_router_on_embeddings(labels, embedder.encode(labels.queries), embedder.name, ClusteringConfig(k=2, n_init=2))

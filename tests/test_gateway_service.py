@@ -4,7 +4,6 @@ whose server is down), and Redis (a redis-server started here)."""
 
 from __future__ import annotations
 
-import json
 import random
 import socket
 
@@ -32,6 +31,7 @@ from avengers.services.voter.server import start_voter_server
 from avengers.state import RedisConnection, RedisFeedbackStore
 from avengers.stores import create_store
 from avengers.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from conftest import write_jsonl
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -79,7 +79,7 @@ def data(tmp_path_factory):
     routing_rows.append({**switch, "scores": ROUTER_SCORES["choice"]})
     pool_rows.append({**switch, "scores": {"alpha": 1.0, "beta": 0.0}})
     for name, rows in (("routing.jsonl", routing_rows), ("pool.jsonl", pool_rows)):
-        (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_jsonl(root / name, rows)
     return root, {r["id"]: r["query"] for r in pool_rows}
 
 

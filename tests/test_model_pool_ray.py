@@ -4,7 +4,6 @@ a replica killed mid-request, and the rendered Serve config."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import time
@@ -18,6 +17,7 @@ from avengers.cli import main as cli_main
 from avengers.config.model_pool import MODEL_POOL_SERVICER_FUNCTION, ModelPoolConfig
 from avengers.services.model_pool.serve_config import render_serve_config
 from avengers.v1 import common_pb2, model_pool_pb2, model_pool_pb2_grpc
+from conftest import write_jsonl
 
 pytestmark = pytest.mark.slow
 # Async tests share the module-scoped fixtures' event loop.
@@ -74,7 +74,7 @@ def labels_file(tmp_path_factory):
         {"id": "t1", "dataset": "gsm8k", "split": "test", "query": "What is 6*7?", "scores": {"replay-7b": 1.0}},
         {"id": "t2", "dataset": "mmlu", "split": "test", "query": "Pick one.\nA) x\nB) y", "scores": {"replay-7b": 0.0}},
     ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return str(path)
 
 

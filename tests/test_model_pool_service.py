@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -14,6 +12,7 @@ from avengers.rpc.server import ServiceBinding, start_server
 from avengers.services.model_pool.server import ModelPoolServer, start_model_pool_server
 from avengers.services.model_pool.servicer import EngineTarget, ModelPoolServicer
 from avengers.v1 import common_pb2, model_pool_pb2, model_pool_pb2_grpc
+from conftest import write_jsonl
 
 # Async tests share the module-scoped fixtures' event loop.
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -26,7 +25,7 @@ def labels_file(tmp_path_factory):
         {"id": "t1", "dataset": "gsm8k", "split": "test", "query": "What is 6*7?", "scores": {"replay-7b": 1.0}},
         {"id": "t2", "dataset": "mmlu", "split": "test", "query": "Pick A or B.", "scores": {"replay-7b": 0.0}},
     ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return str(path)
 
 
