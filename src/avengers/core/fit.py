@@ -44,7 +44,8 @@ def fit_router_on_embeddings(
     if len(embeddings) != len(labels):
         raise ValueError(f"{len(embeddings)} embeddings for {len(labels)} labelled queries")
     result = cluster(embeddings, clustering)
-    scores = score_clusters(result.labels, labels.score_matrix(), result.k, smoothing=scoring.smoothing)
+    matrix = labels.score_matrix()
+    scores = score_clusters(result.labels, matrix, result.k, smoothing=scoring.smoothing)
     return RouterArtifact(
         models=list(labels.models),
         centroids=result.centroids,
@@ -54,7 +55,7 @@ def fit_router_on_embeddings(
         fit_params={"clustering": clustering.to_dict(), "scoring": scoring.to_dict()},
         routing=routing or RoutingConfig(),
         stats={
-            "best_single_model": best_single_model(labels),
+            "best_single_model": best_single_model(labels, matrix),
             "calibration_rows": len(labels),
             "datasets": dict(Counter(labels.datasets)),
             "labels_file": labels.source,
@@ -62,9 +63,12 @@ def fit_router_on_embeddings(
     )
 
 
-def best_single_model(labels: LabelSet) -> str:
-    """The model with the highest score averaged over datasets (each dataset weighs the same)."""
-    scores = labels.score_matrix()
+def best_single_model(labels: LabelSet, scores: np.ndarray | None = None) -> str:
+    """The model with the highest score averaged over datasets (each dataset weighs the same).
+
+    ``scores`` is ``labels.score_matrix()`` when the caller already has it.
+    """
+    scores = labels.score_matrix() if scores is None else scores
     datasets = np.array(labels.datasets)
     macro = np.mean([scores[datasets == d].mean(axis=0) for d in labels.dataset_names], axis=0)
     return labels.models[int(np.argmax(macro))]
