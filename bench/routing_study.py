@@ -18,9 +18,9 @@ import numpy as np
 
 from avengers.config import ClusteringConfig, EmbeddingConfig, RoutingConfig, ScoringConfig
 from avengers.core.embedding import create_embedder, default_cache_dir
-from avengers.core.evaluation import evaluate
 from avengers.core.fit import fit_router_on_embeddings
 from avengers.core.labels import read_labels
+from avengers.tools.evaluation import evaluate
 
 
 def main() -> None:

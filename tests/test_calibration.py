@@ -8,7 +8,10 @@ import sys
 
 import pytest
 
-from avengers.core.calibration import (
+from avengers.core.ensemble import ModelPoolClient, Sample, Sampling
+from avengers.core.labels import read_labels
+from avengers.data import data_path
+from avengers.tools.calibration import (
     TasksError,
     generate_tasks,
     measure,
@@ -16,9 +19,6 @@ from avengers.core.calibration import (
     score_texts,
     write_tasks,
 )
-from avengers.core.ensemble import ModelPoolClient, Sample, Sampling
-from avengers.core.labels import read_labels
-from avengers.data import data_path
 
 
 def test_generated_tasks_are_deterministic_distinct_and_answerable(tmp_path):

@@ -8,14 +8,14 @@ import threading
 import grpc
 import numpy as np
 import pytest
+from serve_process import start_serve, stop_serve
 
 from avengers.config.embedder_service import BatchingConfig, EmbedderServiceConfig
 from avengers.config.embedding import EmbeddingConfig
-from avengers.core.batching import BatcherClosed, BatcherOverloaded, MicroBatcher
 from avengers.core.embedding import Embedder, HashingEmbedder, create_embedder
 from avengers.services.embedder.server import start_embedder_server
+from avengers.serving.batching import BatcherClosed, BatcherOverloaded, MicroBatcher
 from avengers.v1 import embedder_pb2, embedder_pb2_grpc
-from serve_process import start_serve, stop_serve
 
 HASHING = EmbeddingConfig(backend="hashing", dimension=32, max_text_chars=200)
 

@@ -4,14 +4,14 @@ import json
 
 import numpy as np
 import pytest
-from conftest import STRONG
 
 from avengers.config import ClusteringConfig, EmbeddingConfig, RoutingConfig, ScoringConfig
 from avengers.core.artifact import ArtifactError, RouterArtifact
 from avengers.core.embedding import create_embedder
-from avengers.core.evaluation import evaluate
 from avengers.core.fit import best_single_model, fit_router
 from avengers.core.labels import read_labels
+from avengers.tools.evaluation import evaluate
+from conftest import STRONG
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from avengers.config.sandbox import SandboxConfig
-from avengers.core.sandbox import SubprocessSandbox, _process_table, create_sandbox
+from avengers.sandbox import SubprocessSandbox, _process_table, create_sandbox
 
 HUMANEVAL_TEST = textwrap.dedent(
     """
@@ -232,7 +232,7 @@ def test_timeout_out_of_range_is_refused(sandbox):
 AS_SERVICE_USER = """
 import json, os
 from avengers.config.sandbox import SandboxConfig
-from avengers.core.sandbox import create_sandbox
+from avengers.sandbox import create_sandbox
 
 box = create_sandbox(SandboxConfig(timeout_seconds=2, startup_seconds=3))
 good = box.run("import os\\nassert os.getuid() == %d" % os.getuid(), ["assert True"])

@@ -12,7 +12,7 @@ from avengers.config.embedder_service import EmbedderServiceConfig
 from avengers.config.embedding import EmbeddingConfig
 from avengers.config.sandbox import SandboxConfig
 from avengers.config.voter_service import VoterLimitsConfig, VoterServiceConfig
-from avengers.core.sandbox import SandboxError, create_sandbox
+from avengers.sandbox import SandboxError, create_sandbox
 from avengers.services.embedder.server import start_embedder_server
 from avengers.services.voter.server import start_voter_server
 from avengers.v1 import common_pb2, voter_pb2, voter_pb2_grpc

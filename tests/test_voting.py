@@ -11,8 +11,8 @@ from avengers.config.embedding import EmbeddingConfig
 from avengers.config.sandbox import SandboxConfig
 from avengers.config.voting import VotingConfig
 from avengers.core.embedding import create_embedder
-from avengers.core.sandbox import create_sandbox
 from avengers.core.voting import Candidate, JudgeOptions, create_judge, model_switch_vote, vote
+from avengers.sandbox import create_sandbox
 
 HUMANEVAL_TEST = """
 def check(candidate):

@@ -9,8 +9,8 @@ import logging
 from avengers.config.embedder_service import EmbedderServiceConfig
 from avengers.core.embedding import Embedder, create_embedder
 from avengers.rpc.server import GrpcServer, ServiceBinding, start_server
-from avengers.services.embedder.batched import BatchedEmbedder
 from avengers.services.embedder.servicer import EmbedderServicer
+from avengers.serving.batched_embedder import BatchedEmbedder
 from avengers.v1 import embedder_pb2_grpc
 
 log = logging.getLogger(__name__)

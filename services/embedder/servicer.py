@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from avengers.services.embedder.batched import BatchedEmbedder
 from avengers.rpc.errors import grpc_errors
+from avengers.serving.batched_embedder import BatchedEmbedder
 from avengers.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 

@@ -7,16 +7,16 @@ import logging
 
 import grpc
 
-from avengers.config.gateway_service import GatewayServiceConfig
-from avengers.core.ensemble import CallTimeouts, EnsemblePipeline
-from avengers.rpc.server import GrpcServer, ServiceBinding, start_server
-from avengers.services.gateway.clients import (
+from avengers.clients.ensemble import (
     EmbeddingRouterClient,
     GrpcModelPoolClient,
     GrpcRouterClient,
     GrpcVoterClient,
     open_channel,
 )
+from avengers.config.gateway_service import GatewayServiceConfig
+from avengers.core.ensemble import CallTimeouts, EnsemblePipeline
+from avengers.rpc.server import GrpcServer, ServiceBinding, start_server
 from avengers.services.gateway.servicer import GatewayServicer
 from avengers.state import connect_redis, create_cache, create_feedback_store
 from avengers.state.cache import ResponseCache

@@ -26,8 +26,8 @@ from avengers.core.ensemble import (
 )
 from avengers.core.tasks import infer_task_type
 from avengers.observability.metrics import record_route
+from avengers.rpc.enums import ENSEMBLE_STRATEGY, ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
 from avengers.rpc.errors import InvalidArgument, NotFound, ServiceError, Unavailable, grpc_errors
-from avengers.services.gateway.protos import ENSEMBLE_STRATEGY, ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
 from avengers.state.cache import ResponseCache, cache_key
 from avengers.state.connection import StateError
 from avengers.state.feedback import FeedbackStore, RequestRecord, UnknownRequest

@@ -12,16 +12,14 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
 
+from avengers.clients.embedder import EmbedderClient
 from avengers.config.embedder_service import BatchingConfig
 from avengers.config.embedding import EmbeddingConfig
 from avengers.core.embedding import EmbeddingError, create_embedder
-from avengers.rpc.errors import InvalidArgument, ResourceExhausted, Unavailable
-from avengers.rpc.security import open_channel
-from avengers.services.embedder.batched import BatchedEmbedder
-from avengers.v1 import embedder_pb2, embedder_pb2_grpc
+from avengers.rpc.errors import ServiceError, Unavailable
+from avengers.serving.batched_embedder import BatchedEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -61,53 +59,30 @@ class QueryEmbedder(ABC):
 
 
 class RemoteQueryEmbedder(QueryEmbedder):
-    """The Embedder gRPC service at ``address``."""
+    """The Embedder gRPC service at ``address`` (:class:`avengers.clients.EmbedderClient`)."""
 
     def __init__(self, address: str, timeout_seconds: float, max_message_bytes: int = 16 * 1024 * 1024):
         self.address = address
         self.timeout = timeout_seconds
-        self.description = f"the Embedder service at {address}"
-        self._max_message_bytes = max_message_bytes
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: embedder_pb2_grpc.EmbedderStub | None = None
-
-    def _client(self) -> embedder_pb2_grpc.EmbedderStub:
-        if self._stub is None:
-            self._channel = open_channel(self.address, max_message_bytes=self._max_message_bytes)
-            self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
-        return self._stub
+        self.client = EmbedderClient(address, timeout_seconds=timeout_seconds, max_message_bytes=max_message_bytes)
+        self.description = self.client.description
 
     async def prepare(self, model: str, dimension: int) -> str | None:
         try:
-            info = await self._client().GetEmbedderInfo(embedder_pb2.GetEmbedderInfoRequest(), timeout=self.timeout)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("cannot check the embedder of %s: %s %s", self.description, exc.code().name, exc.details())
+            info = await self.client.info()
+        except ServiceError as exc:
+            log.warning("cannot check the embedder of %s: %s", self.description, exc)
             return None
         if info.model != model or info.dimension != dimension:
             return mismatch_message(model, dimension, info.model, info.dimension, self.description)
         return None
 
     async def embed(self, text: str, model: str, dimension: int) -> EmbeddedQuery:
-        try:
-            response = await self._client().Embed(embedder_pb2.EmbedRequest(texts=[text]), timeout=self.timeout)
-        except grpc.aio.AioRpcError as exc:
-            code, details = exc.code(), exc.details()
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument(f"query rejected by the embedder: {details}") from None
-            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise ResourceExhausted(f"{self.description} is overloaded: {details}") from None
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise Unavailable(f"{self.description} did not answer within {self.timeout:g}s") from None
-            raise Unavailable(f"{self.description} is unavailable: {code.name}: {details}") from None
-        if len(response.embeddings) != 1:
-            raise Unavailable(f"{self.description} returned {len(response.embeddings)} vectors for one text")
-        vector = np.asarray(response.embeddings[0].values, dtype=np.float32)
-        return EmbeddedQuery(vector, response.model, int(response.dimension))
+        embedded = await self.client.embed([text])
+        return EmbeddedQuery(embedded.vectors[0], embedded.model, embedded.dimension)
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = self._stub = None
+        await self.client.close()
 
 
 def embedding_config_for(model: str, dimension: int) -> EmbeddingConfig:

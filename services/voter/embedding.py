@@ -12,14 +12,12 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 
-import grpc
 import numpy as np
 
+from avengers.clients.embedder import EmbedderClient
 from avengers.config.embedding import EmbeddingConfig
 from avengers.core.embedding import Embedder, EmbeddingError, create_embedder
 from avengers.rpc.errors import InvalidArgument, Unavailable
-from avengers.rpc.security import open_channel
-from avengers.v1 import embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +64,7 @@ class LocalTextEmbedder(TextEmbedder):
 
 
 class RemoteTextEmbedder(TextEmbedder):
-    """The Embedder gRPC service at ``address``, called in batches of ``batch`` texts."""
+    """The Embedder gRPC service at ``address`` (:class:`avengers.clients.EmbedderClient`), in batches of ``batch``."""
 
     def __init__(
         self,
@@ -77,34 +75,19 @@ class RemoteTextEmbedder(TextEmbedder):
         max_message_bytes: int = 16 * 1024 * 1024,
     ):
         self.address = address
-        self.description = f"the Embedder service at {address}"
         self.timeout = timeout_seconds
         self.batch = batch
         self._loop = loop
-        self._channel = open_channel(address, max_message_bytes=max_message_bytes)
-        self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
-
-    async def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        try:
-            response = await self._stub.Embed(embedder_pb2.EmbedRequest(texts=texts), timeout=self.timeout)
-        except grpc.aio.AioRpcError as exc:
-            code, details = exc.code(), exc.details()
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument(f"free text rejected by {self.description}: {details}") from None
-            raise Unavailable(f"{self.description} failed: {code.name}: {details}") from None
-        if len(response.embeddings) != len(texts):
-            raise Unavailable(
-                f"{self.description} returned {len(response.embeddings)} vectors for {len(texts)} texts"
-            )
-        return np.array([row.values for row in response.embeddings], dtype=np.float32)
+        self.client = EmbedderClient(address, timeout_seconds=timeout_seconds, max_message_bytes=max_message_bytes)
+        self.description = self.client.description
 
     def embed(self, texts: list[str]) -> np.ndarray:
         rows = []
         for start in range(0, len(texts), self.batch):
-            call = self._embed_batch(texts[start : start + self.batch])
+            call = self.client.embed(texts[start : start + self.batch])
             future = asyncio.run_coroutine_threadsafe(call, self._loop)
-            rows.append(future.result(timeout=self.timeout + 5))
+            rows.append(future.result(timeout=self.timeout + 5).vectors)
         return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self.client.close()

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from avengers.config.voter_service import VoterServiceConfig
 from avengers.core.answers import warm_up
-from avengers.core.sandbox import Sandbox, create_sandbox
 from avengers.rpc.server import GrpcServer, ServiceBinding, serve_until_signal, start_server
+from avengers.sandbox import Sandbox, create_sandbox
 from avengers.services.voter.embedding import LocalTextEmbedder, RemoteTextEmbedder, TextEmbedder
 from avengers.services.voter.servicer import VoterServicer
 from avengers.v1 import voter_pb2_grpc

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 import grpc
 from prometheus_client import Counter, Histogram
 
+from avengers.config.tasks import TASK_TYPES
 from avengers.config.voter_service import VoterServiceConfig
-from avengers.core.answers import TASK_TYPES
-from avengers.core.sandbox import Sandbox, SandboxError
 from avengers.core.voting import Candidate, JudgeOptions, VoteResult, model_switch_vote, vote
+from avengers.rpc.enums import TASK_TYPE, VOTE_METHOD
 from avengers.rpc.errors import InvalidArgument, Unavailable, grpc_errors
-from avengers.services.gateway.protos import TASK_TYPE, VOTE_METHOD
+from avengers.sandbox import Sandbox, SandboxError
 from avengers.services.voter.embedding import TextEmbedder
 from avengers.v1 import voter_pb2, voter_pb2_grpc
 

@@ -22,7 +22,7 @@ def _name(choice: str | None) -> str | None:
 
 
 def ask_request(args: argparse.Namespace):
-    from avengers.services.gateway.protos import ENSEMBLE_STRATEGY, ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
+    from avengers.rpc.enums import ENSEMBLE_STRATEGY, ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
     from avengers.v1 import common_pb2, gateway_pb2
 
     sampling = common_pb2.SamplingParams(n=args.n, max_tokens=args.max_tokens)
@@ -60,7 +60,7 @@ def call_gateway(address: str, method: str, request, timeout: float):
 
 
 def describe(response, show_samples: bool) -> str:
-    from avengers.services.gateway.protos import TASK_TYPE
+    from avengers.rpc.enums import TASK_TYPE
 
     vote = response.vote
     counts = ", ".join(f"{c.answer!r} x{c.votes}" for c in vote.counts[:5]) or "none"

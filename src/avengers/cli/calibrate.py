@@ -11,9 +11,9 @@ from pathlib import Path
 
 from avengers.cli import CommandError
 from avengers.config.model_pool import ModelPoolConfig
-from avengers.core.calibration import generate_tasks, measure, read_tasks, write_tasks
 from avengers.core.ensemble import DependencyError, Sampling
 from avengers.core.labels import LabelSet, write_labels
+from avengers.tools.calibration import generate_tasks, measure, read_tasks, write_tasks
 
 
 def cmd_calibrate_tasks(args: argparse.Namespace) -> int:
@@ -38,7 +38,7 @@ def summary(labels: LabelSet) -> str:
 
 
 async def run_calibration(args: argparse.Namespace) -> LabelSet:
-    from avengers.services.gateway.clients import GrpcModelPoolClient, open_channel
+    from avengers.clients.ensemble import GrpcModelPoolClient, open_channel
 
     tasks = read_tasks(args.tasks)
     if args.limit:

@@ -13,10 +13,10 @@ from avengers.config.routing import RoutingConfig, ScoringConfig
 from avengers.core.artifact import RouterArtifact
 from avengers.core.clustering import available_clusterers
 from avengers.core.embedding import Embedder, create_embedder, default_cache_dir
-from avengers.core.evaluation import evaluate
 from avengers.core.fit import fit_router_on_embeddings
 from avengers.core.labels import read_labels
-from avengers.core.sweep import sweep_k, sweep_plot, sweep_table
+from avengers.tools.evaluation import evaluate
+from avengers.tools.sweep import sweep_k, sweep_plot, sweep_table
 
 
 def add_embedder_args(parser: argparse.ArgumentParser) -> None:

@@ -116,7 +116,7 @@ def ensure_router(
 async def served_models(address: str, application: str | None) -> list[str] | None:
     """Models a remote pool serves (None when it cannot be asked now)."""
     from avengers.core.ensemble import DependencyError
-    from avengers.services.gateway.clients import GrpcModelPoolClient, open_channel
+    from avengers.clients.ensemble import GrpcModelPoolClient, open_channel
 
     channel = open_channel(address, 16 * 1024 * 1024)
     try:

@@ -12,7 +12,7 @@ DEFAULT_EMBEDDER_PORT = 50051
 
 
 class BatchingConfig(ConfigModel):
-    """Dynamic micro-batching of concurrent embedding calls (:class:`avengers.core.batching.MicroBatcher`)."""
+    """Dynamic micro-batching of concurrent embedding calls (:class:`avengers.serving.batching.MicroBatcher`)."""
 
     max_batch: int = Field(default=64, ge=1, le=4096)
     """Largest number of texts in one request, and in one model call (requests are combined up to it)."""

@@ -11,8 +11,7 @@ from avengers.config.base import ConfigModel
 from avengers.config.model_pool import DEFAULT_APP_NAME, DEFAULT_GRPC_PORT
 from avengers.config.server import ServerConfig
 from avengers.config.state import CacheConfig, FeedbackConfig, RedisConfig
-from avengers.core.answers import TASK_TYPES
-from avengers.core.tasks import DEFAULT_INSTRUCTIONS
+from avengers.config.tasks import DEFAULT_INSTRUCTIONS, TASK_TYPES
 
 DEFAULT_GATEWAY_PORT = 50050
 

@@ -11,7 +11,7 @@ from avengers.config.base import ConfigModel
 
 class SandboxConfig(ConfigModel):
     backend: Literal["subprocess"] = "subprocess"
-    """Sandbox class from the registry in :mod:`avengers.core.sandbox`."""
+    """Sandbox class from the registry in :mod:`avengers.sandbox`."""
 
     python: str | None = None
     """Interpreter that runs candidates (started as ``python -I -S``). None: the service's own interpreter,

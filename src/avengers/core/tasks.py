@@ -14,7 +14,7 @@ this order (the first that matches wins):
    numbers with a quantity word ("area", "total", "average", "cost", "left", ...);
 5. **free_text** otherwise.
 
-The names are those of :data:`avengers.core.answers.TASK_TYPES`.
+The names are those of :data:`avengers.config.tasks.TASK_TYPES`.
 
 :func:`task_messages` turns a query into the chat messages sent to the models: the task's instruction
 (asking for the answer in the form its extractor reads best) as the system message, then the query as the
@@ -26,10 +26,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from avengers.core.answers import TASK_TYPES
+from avengers.config.tasks import CODE, DEFAULT_INSTRUCTIONS, FREE_TEXT, MATH, MULTIPLE_CHOICE, TASK_TYPES
 
-MATH, MULTIPLE_CHOICE, CODE, FREE_TEXT = "math", "multiple_choice", "code", "free_text"
-assert set(TASK_TYPES) == {MATH, MULTIPLE_CHOICE, CODE, FREE_TEXT}, "task types out of sync with core.answers"
+__all__ = [
+    "CODE", "DEFAULT_INSTRUCTIONS", "FREE_TEXT", "MATH", "MULTIPLE_CHOICE", "TASK_TYPES",
+    "infer_task_type", "option_letters", "task_messages",
+]
 
 _OPTION_LINE = re.compile(r"^\s*(?:\(([A-J])\)|([A-J])[.):])\s+\S", re.MULTILINE)
 _CODE_CUES = re.compile(
@@ -51,13 +53,6 @@ _QUANTITY_WORDS = re.compile(
     re.IGNORECASE,
 )
 
-DEFAULT_INSTRUCTIONS: dict[str, str] = {
-    MATH: "Solve the problem. Think briefly, then finish with a line 'Answer: <final answer>'.",
-    MULTIPLE_CHOICE: "Choose the correct option. Finish with a line 'Answer: <letter>'.",
-    CODE: "Write the complete Python solution in one ```python code block.",
-    FREE_TEXT: "",
-}
-"""Instruction (system message) per task type; empty sends the query alone."""
 
 
 def option_letters(query: str) -> list[str]:

@@ -31,7 +31,7 @@ import numpy as np
 
 from avengers.config.voting import VotingConfig
 from avengers.core.answers import AnswerExtractor, create_extractor
-from avengers.core.sandbox import Sandbox, SandboxResult, create_sandbox
+from avengers.core.execution import CodeRunner, SandboxError, SandboxResult
 
 VoteMethod = Literal["majority", "weighted"]
 EmbedFunction = Callable[[list[str]], np.ndarray]
@@ -100,8 +100,8 @@ class JudgeOptions:
     """Code: function under test."""
     timeout_seconds: float | None = None
     """Code: per-test timeout (default: the sandbox config's)."""
-    sandbox: Sandbox | None = None
-    """Code: the sandbox to run candidates in (default: a new one from the default config)."""
+    sandbox: CodeRunner | None = None
+    """Code: the sandbox to run candidates in (:func:`avengers.sandbox.create_sandbox`); required with tests."""
     executor: Executor | None = None
     """Code: pool that runs candidates in parallel (default: one after the other)."""
     embed: EmbedFunction | None = None
@@ -203,9 +203,9 @@ class CodeJudge(Judge):
         self._sandbox = options.sandbox
 
     @property
-    def sandbox(self) -> Sandbox:
+    def sandbox(self) -> CodeRunner:
         if self._sandbox is None:
-            self._sandbox = create_sandbox()
+            raise SandboxError("code votes with tests need a sandbox (JudgeOptions.sandbox; avengers.sandbox)")
         return self._sandbox
 
     def _run(self, program: str) -> SandboxResult:

@@ -10,9 +10,9 @@ from tqdm import tqdm
 
 from avengers.config.clustering import ClusteringConfig
 from avengers.config.routing import RoutingConfig, ScoringConfig
-from avengers.core.evaluation import EvalReport, evaluate
 from avengers.core.fit import fit_router_on_embeddings
 from avengers.core.labels import LabelSet
+from avengers.tools.evaluation import EvalReport, evaluate
 
 
 @dataclass

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from avengers.clients.embedder import EmbedderClient
 from avengers.core.ensemble import (
     Candidate,
     DependencyError,
@@ -24,11 +25,10 @@ from avengers.core.ensemble import (
     VoterClient,
 )
 from avengers.rpc import security
-from avengers.services.gateway.protos import ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
+from avengers.rpc.enums import ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
+from avengers.rpc.errors import ServiceError
 from avengers.v1 import (
     common_pb2,
-    embedder_pb2,
-    embedder_pb2_grpc,
     model_pool_pb2,
     model_pool_pb2_grpc,
     router_pb2,
@@ -78,15 +78,16 @@ class EmbeddingRouterClient(GrpcRouterClient):
 
     def __init__(self, channel: grpc.aio.Channel, address: str, embedder_channel: grpc.aio.Channel, embedder_address: str):
         super().__init__(channel, address)
-        self.embedder = embedder_pb2_grpc.EmbedderStub(embedder_channel)
+        self.embedder = EmbedderClient(embedder_address, channel=embedder_channel)
         self.embedder_address = embedder_address
 
     async def route(self, query: str, *, top_n: int, strategy: str | None, timeout: float) -> RouteResult:
         try:
-            embedded = await self.embedder.Embed(embedder_pb2.EmbedRequest(texts=[query]), timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise dependency_error("embedder", self.embedder_address, exc) from exc
-        request = router_pb2.RouteRequest(embedding=embedded.embeddings[0])
+            embedded = await self.embedder.embed([query], timeout=timeout)
+        except ServiceError as exc:
+            raise DependencyError(f"embedder at {self.embedder_address}", exc.code.name, str(exc)) from exc
+        vector = embedded.vectors[0]
+        request = router_pb2.RouteRequest(embedding=common_pb2.Vector(values=vector.tolist()))
         return await self._route(request, top_n, strategy, timeout)
 
 

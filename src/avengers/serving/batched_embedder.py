@@ -6,11 +6,12 @@ Used by the Embedder service and by the Router service when it embeds queries in
 from __future__ import annotations
 
 import numpy as np
+
 from avengers.config.embedder_service import BatchingConfig
-from avengers.core.batching import BatcherClosed, BatcherOverloaded, MicroBatcher
 from avengers.core.embedding import Embedder, EmbeddingError
 from avengers.observability.metrics import counter, histogram
 from avengers.rpc.errors import ResourceExhausted, Unavailable
+from avengers.serving.batching import BatcherClosed, BatcherOverloaded, MicroBatcher
 
 BATCH_SIZE = histogram(
     "avengers_embedder_batch_texts",

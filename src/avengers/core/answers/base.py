@@ -1,0 +1,106 @@
+"""The answer-extractor interface and its registry, and helpers shared by the extractors.
+
+Each :class:`AnswerExtractor` pulls the answer out of a generated text (:meth:`~AnswerExtractor.extract`)
+and turns it into a canonical key (:meth:`~AnswerExtractor.normalise`) so that equivalent answers compare
+equal; :meth:`~AnswerExtractor.key` does both. Extractors register by task-type name
+(:data:`avengers.config.tasks.TASK_TYPES`); :func:`create_extractor` builds one."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+
+class AnswerExtractor(ABC):
+    """Pulls an answer out of a generated text and normalises it to a comparable key."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def extract(self, text: str) -> str | None:
+        """The raw answer in ``text``, or None when the text holds none."""
+
+    def normalise(self, answer: str) -> str | None:
+        """Canonical key of a raw answer (equal keys = equivalent answers); None when unusable."""
+        answer = " ".join(answer.split())
+        return answer or None
+
+    def key(self, text: str) -> str | None:
+        """``normalise(extract(text))``: the candidate's vote, or None to abstain."""
+        raw = self.extract(text)
+        return None if raw is None else self.normalise(raw)
+
+
+ExtractorFactory = Callable[..., AnswerExtractor]
+_REGISTRY: dict[str, ExtractorFactory] = {}
+
+
+def register_extractor(name: str) -> Callable[[type[AnswerExtractor]], type[AnswerExtractor]]:
+    """Class decorator: make an extractor available under a task-type name."""
+
+    def wrap(cls: type[AnswerExtractor]) -> type[AnswerExtractor]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def extractor_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_extractor(task_type: str, **options: Any) -> AnswerExtractor:
+    """The extractor for ``task_type`` ("math", "multiple_choice", "code", "free_text")."""
+    try:
+        factory = _REGISTRY[task_type]
+    except KeyError:
+        raise ValueError(f"unknown task type {task_type!r}; known: {extractor_names()}") from None
+    return factory(**options)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Helpers shared by the extractors
+
+
+def warm_up() -> None:
+    """Import what symbolic math equivalence needs (sympy takes about a second), so a server pays it at start
+    instead of on its first math vote."""
+    import sympy  # noqa: F401
+
+
+def balanced_group(text: str, open_index: int) -> tuple[str, int] | None:
+    """Content of the brace group opening at ``text[open_index] == "{"`` and the index after it."""
+    depth = 0
+    for i in range(open_index, len(text)):
+        char = text[i]
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_index + 1 : i], i + 1
+    return None
+
+
+TEXT_COMMAND = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+"""``\\text{...}`` and its kin: the group holds plain text."""
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (balanced braces) or ``\\boxed x``; None when absent."""
+    for match in reversed(list(_BOXED.finditer(text))):
+        start = match.end()
+        if start < len(text) and text[start] == "{":
+            group = balanced_group(text, start)
+            if group is not None:
+                return group[0].strip()
+            continue
+        token = re.match(r"[^\s$]+", text[start:])
+        if token:
+            return token.group(0)
+    return None

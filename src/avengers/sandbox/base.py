@@ -1,0 +1,49 @@
+"""The sandbox interface and its registry: :class:`Sandbox` implements :class:`avengers.core.execution.CodeRunner`."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+from avengers.config.sandbox import SandboxConfig
+from avengers.core.execution import SandboxResult
+
+
+class Sandbox(ABC):
+    """Runs an untrusted program and its tests in isolation."""
+
+    @abstractmethod
+    def run(
+        self,
+        program: str,
+        tests: Sequence[str] = (),
+        entry_point: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> SandboxResult:
+        """Load ``program``, then run each test in a copy of its namespace.
+
+        A test is Python code: plain asserts, or (HumanEval style) a ``check(candidate)`` function
+        that is called with the program's ``entry_point``. ``timeout_seconds`` bounds loading the
+        program and each test (default: the config's).
+        """
+
+
+SandboxFactory = Callable[[SandboxConfig], Sandbox]
+_REGISTRY: dict[str, SandboxFactory] = {}
+
+
+def register_sandbox(name: str) -> Callable[[SandboxFactory], SandboxFactory]:
+    def wrap(factory: SandboxFactory) -> SandboxFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def create_sandbox(config: SandboxConfig | None = None) -> Sandbox:
+    """Build the configured sandbox."""
+    config = config or SandboxConfig()
+    try:
+        factory = _REGISTRY[config.backend]
+    except KeyError:
+        raise ValueError(f"unknown sandbox backend {config.backend!r}; known: {sorted(_REGISTRY)}") from None
+    return factory(config)
+

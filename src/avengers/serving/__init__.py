@@ -1,0 +1,1 @@
+"""Serving infrastructure shared by the services: dynamic micro-batching and the batched query embedder."""

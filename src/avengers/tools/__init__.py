@@ -1,0 +1,1 @@
+"""Offline tools built on the recipe: calibration (measure labels), routing evaluation, sweeps."""
