@@ -3,6 +3,8 @@ request for feedback; record Feedback. The recipe itself lives in :mod:`avengers
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import hashlib
 import logging
 import math
@@ -14,20 +16,23 @@ from prometheus_client import Counter
 
 from avengers.config.gateway_service import GatewayServiceConfig
 from avengers.core.ensemble import (
+    FALLBACK_STATUSES,
     Deadline,
     DeadlineExceeded,
     DependencyError,
     EnsembleAnswer,
     EnsemblePipeline,
     EnsembleQuery,
+    ModelPoolClient,
     ModelsUnavailable,
+    RouteResult,
     Sampling,
     strategy_names,
 )
 from avengers.core.tasks import infer_task_type
 from avengers.observability.metrics import record_route
 from avengers.rpc.enums import ENSEMBLE_STRATEGY, ROUTING_STRATEGY, TASK_TYPE, VOTE_METHOD
-from avengers.rpc.errors import InvalidArgument, NotFound, ServiceError, Unavailable, grpc_errors
+from avengers.rpc.errors import InvalidArgument, NotFound, ServiceError, Unavailable, grpc_errors, status_of
 from avengers.state.cache import ResponseCache, cache_key
 from avengers.state.connection import StateError
 from avengers.state.feedback import FeedbackStore, RequestRecord, UnknownRequest
@@ -173,6 +178,64 @@ def service_error(exc: Exception) -> ServiceError:
     raise TypeError(f"not a pipeline failure: {exc!r}")
 
 
+class AskEvents:
+    """Where one AskStream call's events go: the route decision, each sample as its Generate call returns,
+    each model that failed. ``emit`` takes an :class:`gateway_pb2.AskEvent`."""
+
+    def __init__(self, emit):
+        self.emit = emit
+        self._samples = 0
+        self._failed: set[str] = set()
+
+    def route(self, request_id: str, query: EnsembleQuery, route: RouteResult, cached: bool) -> None:
+        self.emit(gateway_pb2.AskEvent(route=gateway_pb2.AskRoute(
+            request_id=request_id,
+            cluster=route.cluster,
+            router_version=route.router_version,
+            models=[common_pb2.ModelScore(model=m.name, score=m.score, rank=i) for i, m in enumerate(route.models)],
+            task_type=TASK_TYPE.value(query.task_type),
+            strategy=ENSEMBLE_STRATEGY.value(query.strategy),
+            cached=cached,
+        )))
+
+    def samples(self, samples) -> None:
+        for s in samples:
+            self.emit(gateway_pb2.AskEvent(sample=common_pb2.Sample(
+                index=self._samples, text=s.text, finish_reason=s.finish_reason,
+                completion_tokens=s.completion_tokens, model=s.model,
+            )))
+            self._samples += 1
+
+    def failed(self, model: str, reason: str) -> None:
+        if model not in self._failed:
+            self._failed.add(model)
+            self.emit(gateway_pb2.AskEvent(model_failed=gateway_pb2.AskModelFailure(model=model, reason=reason)))
+
+    def pipeline(self, pipeline: EnsemblePipeline) -> EnsemblePipeline:
+        """A shallow copy of ``pipeline`` whose model pool client reports to these events."""
+        reporting = copy.copy(pipeline)
+        reporting.pool = _ReportingPool(pipeline.pool, self)
+        return reporting
+
+
+class _ReportingPool(ModelPoolClient):
+    """The pipeline's model pool client, reporting each call's samples (or failure) to :class:`AskEvents`."""
+
+    def __init__(self, inner: ModelPoolClient, events: AskEvents):
+        self.inner = inner
+        self.events = events
+
+    async def generate(self, model, messages, sampling, **kwargs):
+        try:
+            samples = await self.inner.generate(model, messages, sampling, **kwargs)
+        except DependencyError as exc:
+            if exc.status in FALLBACK_STATUSES:
+                self.events.failed(model, f"{exc.status} from {exc.dependency}: {exc.message}")
+            raise
+        self.events.samples(samples)
+        return samples
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     def __init__(
         self,
@@ -191,11 +254,37 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         remaining = context.time_remaining()
         return await self.ask(request, Deadline(self.config.defaults.timeout_seconds if remaining is None else remaining))
 
-    async def ask(self, request: gateway_pb2.AskRequest, deadline: Deadline) -> gateway_pb2.AskResponse:
+    async def AskStream(self, request: gateway_pb2.AskRequest, context: grpc.aio.ServicerContext):
+        """Ask, streamed as :class:`gateway_pb2.AskEvent` s: route, samples and failures as they happen, result."""
+        remaining = context.time_remaining()
+        deadline = Deadline(self.config.defaults.timeout_seconds if remaining is None else remaining)
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+        task = asyncio.ensure_future(self.ask(request, deadline, AskEvents(queue.put_nowait)))
+        task.add_done_callback(lambda _: queue.put_nowait(done))
+        try:
+            while (event := await queue.get()) is not done:
+                yield event
+            try:
+                response = task.result()
+            except Exception as exc:  # every error must become a status, as in Ask
+                code, message = status_of(exc)
+                if code == grpc.StatusCode.INTERNAL:
+                    log.exception("AskStream failed")
+                await context.abort(code, message)
+            yield gateway_pb2.AskEvent(result=response)
+        finally:
+            if not task.done():  # the client went away: stop sampling for it
+                task.cancel()
+
+    async def ask(
+        self, request: gateway_pb2.AskRequest, deadline: Deadline, events: AskEvents | None = None
+    ) -> gateway_pb2.AskResponse:
         request_id = uuid.uuid4().hex
         query = parse_ask(request, self.config, request_id)
+        pipeline = self.pipeline if events is None else events.pipeline(self.pipeline)
         try:
-            route = await self.pipeline.route(query, deadline)
+            route = await pipeline.route(query, deadline)
             key = None
             if not request.no_cache:
                 instruction = self.config.instructions.get(query.task_type, "")
@@ -204,11 +293,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 if cached is not None:
                     cached.request_id = request_id
                     cached.cached = True
+                    if events is not None:
+                        events.route(request_id, query, route, cached=True)
                     await self._remember(query, cached)
                     return cached
             else:
                 CACHE_LOOKUPS.labels("bypass").inc()
-            answer = await self.pipeline.answer(query, route, deadline)
+            if events is not None:
+                events.route(request_id, query, route, cached=False)
+            answer = await pipeline.answer(query, route, deadline)
         except (DependencyError, ModelsUnavailable, DeadlineExceeded) as exc:
             raise service_error(exc) from exc
         for model in answer.failed_models:

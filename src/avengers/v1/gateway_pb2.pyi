@@ -86,3 +86,41 @@ class FeedbackResponse(_message.Message):
     RECORDED_FIELD_NUMBER: _ClassVar[int]
     recorded: bool
     def __init__(self, recorded: _Optional[bool] = ...) -> None: ...
+
+class AskEvent(_message.Message):
+    __slots__ = ("route", "sample", "model_failed", "result")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FAILED_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    route: AskRoute
+    sample: _common_pb2.Sample
+    model_failed: AskModelFailure
+    result: AskResponse
+    def __init__(self, route: _Optional[_Union[AskRoute, _Mapping]] = ..., sample: _Optional[_Union[_common_pb2.Sample, _Mapping]] = ..., model_failed: _Optional[_Union[AskModelFailure, _Mapping]] = ..., result: _Optional[_Union[AskResponse, _Mapping]] = ...) -> None: ...
+
+class AskRoute(_message.Message):
+    __slots__ = ("request_id", "cluster", "router_version", "models", "task_type", "strategy", "cached")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    cluster: int
+    router_version: str
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.ModelScore]
+    task_type: _common_pb2.TaskType
+    strategy: EnsembleStrategy
+    cached: bool
+    def __init__(self, request_id: _Optional[str] = ..., cluster: _Optional[int] = ..., router_version: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelScore, _Mapping]]] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., strategy: _Optional[_Union[EnsembleStrategy, str]] = ..., cached: _Optional[bool] = ...) -> None: ...
+
+class AskModelFailure(_message.Message):
+    __slots__ = ("model", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -39,6 +39,11 @@ class GatewayStub:
                 request_serializer=avengers_dot_v1_dot_gateway__pb2.AskRequest.SerializeToString,
                 response_deserializer=avengers_dot_v1_dot_gateway__pb2.AskResponse.FromString,
                 _registered_method=True)
+        self.AskStream = channel.unary_stream(
+                '/avengers.v1.Gateway/AskStream',
+                request_serializer=avengers_dot_v1_dot_gateway__pb2.AskRequest.SerializeToString,
+                response_deserializer=avengers_dot_v1_dot_gateway__pb2.AskEvent.FromString,
+                _registered_method=True)
         self.Feedback = channel.unary_unary(
                 '/avengers.v1.Gateway/Feedback',
                 request_serializer=avengers_dot_v1_dot_gateway__pb2.FeedbackRequest.SerializeToString,
@@ -51,6 +56,14 @@ class GatewayServicer:
 
     def Ask(self, request, context):
         """Answer a query with the routed ensemble.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AskStream(self, request, context):
+        """Ask, streamed: the route decision first, then each model's samples as they
+        complete (and each model that failed), then the final answer (an AskResponse).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -70,6 +83,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.Ask,
                     request_deserializer=avengers_dot_v1_dot_gateway__pb2.AskRequest.FromString,
                     response_serializer=avengers_dot_v1_dot_gateway__pb2.AskResponse.SerializeToString,
+            ),
+            'AskStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.AskStream,
+                    request_deserializer=avengers_dot_v1_dot_gateway__pb2.AskRequest.FromString,
+                    response_serializer=avengers_dot_v1_dot_gateway__pb2.AskEvent.SerializeToString,
             ),
             'Feedback': grpc.unary_unary_rpc_method_handler(
                     servicer.Feedback,
@@ -104,6 +122,33 @@ class Gateway:
             '/avengers.v1.Gateway/Ask',
             avengers_dot_v1_dot_gateway__pb2.AskRequest.SerializeToString,
             avengers_dot_v1_dot_gateway__pb2.AskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AskStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/avengers.v1.Gateway/AskStream',
+            avengers_dot_v1_dot_gateway__pb2.AskRequest.SerializeToString,
+            avengers_dot_v1_dot_gateway__pb2.AskEvent.FromString,
             options,
             channel_credentials,
             insecure,
