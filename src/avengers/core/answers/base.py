@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from avengers.config.tasks import TASK_TYPES  # noqa: F401  (re-exported by the package)
+
 
 class AnswerExtractor(ABC):
     """Pulls an answer out of a generated text and normalises it to a comparable key."""
