@@ -3,6 +3,7 @@
 - a service (``services/<name>/``) never imports another service;
 - ``avengers.core`` imports only ``avengers.core`` and ``avengers.config`` of the project;
 - ``avengers.config`` imports only ``avengers.config`` (configs are leaves: everything may read them);
+- ``avengers.registry`` (the generic registry) is a leaf that every layer may import;
 - no library package imports the services or the CLI (the CLI and the chart check sit on top of everything).
 """
 
@@ -56,6 +57,8 @@ def allowed(importer: str, imported: str) -> bool:
         if within(imported, "avengers.services") and not within(imported, own) and imported != "avengers.services":
             return False
         return True
+    if imported == "avengers.registry":
+        return True  # a leaf every layer may use
     if within(importer, "avengers.core"):
         return within(imported, "avengers.core") or within(imported, "avengers.config")
     if within(importer, "avengers.config"):

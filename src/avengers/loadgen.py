@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from avengers.config.loadgen import LoadConfig
+from avengers.config.loadgen import LOAD_TARGETS, LoadConfig
 from avengers.rpc.security import open_channel
 from avengers.v1 import (
     common_pb2,
@@ -111,12 +111,12 @@ class LoadTarget(ABC):
         """Send one request; raises AioRpcError on a non-OK status."""
 
 
-TARGETS: dict[str, type[LoadTarget]] = {}
+TARGETS = LOAD_TARGETS
 
 
 def register_target(cls: type[LoadTarget]) -> type[LoadTarget]:
-    TARGETS[cls.name] = cls
-    return cls
+    """Class decorator: the target named by the class's ``name``."""
+    return TARGETS.register(cls.name)(cls)
 
 
 @register_target
@@ -161,7 +161,7 @@ class AskTarget(LoadTarget):
 
 
 def create_target(channel: grpc.aio.Channel, config: LoadConfig) -> LoadTarget:
-    return TARGETS[config.target](channel, config)
+    return TARGETS.create(config.target, channel, config)
 
 
 @dataclass

@@ -85,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "\nEach of --concurrency clients sends its next request as soon as the last one ended.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--target", choices=sorted(TARGETS), default="route", help="request kind (default: route)")
+    p.add_argument("--target", choices=TARGETS.names(), default="route", help="request kind (default: route)")
     p.add_argument(
         "--addr", help="host:port (default: $AVENGERS_EMBEDDER_ADDR / $AVENGERS_ROUTER_ADDR / $AVENGERS_GATEWAY_ADDR)"
     )

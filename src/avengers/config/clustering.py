@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from avengers.config.base import ConfigModel
+from avengers.registry import registry
+
+CLUSTERERS = registry("clustering algorithm", home="avengers.core.clustering")
+"""Clusterers by name; the built-ins are registered by :mod:`avengers.core.clustering`."""
 
 
 class ClusteringConfig(ConfigModel):
-    algorithm: Literal["kmeans", "gmm", "agglomerative", "spectral", "birch"] = "kmeans"
-    """Clusterer from the registry in :mod:`avengers.core.clustering`."""
+    algorithm: CLUSTERERS.name_field() = "kmeans"
+    """Clusterer by registered name: kmeans, gmm, agglomerative, spectral, birch (:mod:`avengers.core.clustering`)."""
 
     k: int = Field(default=64, ge=1, le=100_000)
     """Number of clusters (the paper: accuracy plateaus for 14 < K < 140)."""

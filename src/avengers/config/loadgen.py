@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, model_validator
 
 from avengers.config.base import ConfigModel
+from avengers.registry import registry
 
-LoadTargetName = Literal["embed", "route", "ask"]
+LOAD_TARGETS = registry("load target", home="avengers.loadgen")
+"""Request kinds of ``avengers bench`` (:mod:`avengers.loadgen`)."""
 
 
 class LoadConfig(ConfigModel):
-    target: LoadTargetName = "route"
+    target: LOAD_TARGETS.name_field() = "route"
     """What each request is: "embed" (Embedder.Embed, one text), "route" (Router.Route by query text: embed
     + route), "ask" (Gateway.Ask end to end)."""
 

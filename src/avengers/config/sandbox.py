@@ -7,10 +7,14 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from avengers.config.base import ConfigModel
+from avengers.registry import registry
+
+SANDBOXES = registry("sandbox backend", home="avengers.sandbox")
+"""Sandbox backends by name; the built-in one is registered by :mod:`avengers.sandbox`."""
 
 
 class SandboxConfig(ConfigModel):
-    backend: Literal["subprocess"] = "subprocess"
+    backend: SANDBOXES.name_field() = "subprocess"
     """Sandbox class from the registry in :mod:`avengers.sandbox`."""
 
     python: str | None = None

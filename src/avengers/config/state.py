@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
 
 from pydantic import Field
 
 from avengers.config.base import ConfigModel
+from avengers.registry import registry
+
+CACHE_BACKENDS = registry("cache backend", home="avengers.state.cache", aliases=["auto"])
+"""Response caches by name (:mod:`avengers.state.cache`); "auto" picks redis or memory."""
+
+FEEDBACK_BACKENDS = registry("feedback backend", home="avengers.state.feedback", aliases=["auto"])
+"""Feedback stores by name (:mod:`avengers.state.feedback`); "auto" picks redis or memory."""
 
 REDIS_URL_ENV = "REDIS_URL"
 
@@ -40,7 +46,7 @@ class RedisConfig(ConfigModel):
 class CacheConfig(ConfigModel):
     """Response cache of the gateway."""
 
-    backend: Literal["auto", "redis", "memory", "none"] = "auto"
+    backend: CACHE_BACKENDS.name_field() = "auto"
     """"redis", "memory" (per process LRU), "none" (no cache), or "auto": redis when a URL is set, else memory."""
 
     ttl_seconds: float = Field(default=3600.0, gt=0.0)
@@ -56,7 +62,7 @@ class CacheConfig(ConfigModel):
 class FeedbackConfig(ConfigModel):
     """Where requests are remembered for later feedback, and how feedback is kept."""
 
-    backend: Literal["auto", "redis", "memory"] = "auto"
+    backend: FEEDBACK_BACKENDS.name_field() = "auto"
     """"redis", "memory" (per process), or "auto": redis when a URL is set, else memory."""
 
     request_ttl_seconds: float = Field(default=7 * 24 * 3600.0, gt=0.0)

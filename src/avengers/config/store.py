@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from avengers.config.base import ConfigModel
+from avengers.registry import registry
+
+STORES = registry("store backend", home="avengers.stores")
+"""Centroid-store backends by name; the built-ins are registered by :mod:`avengers.stores`."""
 
 
 class StoreConfig(ConfigModel):
-    backend: Literal["qdrant", "directory"] = "qdrant"
+    backend: STORES.name_field() = "qdrant"
     """Store class from the registry in :mod:`avengers.stores`: "qdrant" (the product: one collection per
     router version, an alias on the active one) or "directory" (router directories on a filesystem)."""
 

@@ -8,12 +8,11 @@ spectral, BIRCH) use the mean of each cluster's members. Clusters are renumbered
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from avengers.config.clustering import ClusteringConfig
+from avengers.config.clustering import CLUSTERERS, ClusteringConfig
 
 
 class ClusteringError(ValueError):
@@ -64,15 +63,8 @@ class Clusterer(ABC):
         """Cluster ``x`` (already validated) into ``config.k`` clusters."""
 
 
-_REGISTRY: dict[str, type[Clusterer]] = {}
-
-
-def register_clusterer(name: str) -> Callable[[type[Clusterer]], type[Clusterer]]:
-    def wrap(cls: type[Clusterer]) -> type[Clusterer]:
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+register_clusterer = CLUSTERERS.register
+"""Class decorator: make a clusterer available under a name (then usable as ``ClusteringConfig.algorithm``)."""
 
 
 @register_clusterer("kmeans")
@@ -147,15 +139,16 @@ class BirchClusterer(Clusterer):
 
 
 def available_clusterers() -> list[str]:
-    return sorted(_REGISTRY)
+    return CLUSTERERS.names()
 
 
 def create_clusterer(config: ClusteringConfig | None = None) -> Clusterer:
     config = config or ClusteringConfig()
     try:
-        return _REGISTRY[config.algorithm](config)
-    except KeyError:
-        raise ClusteringError(f"unknown clustering algorithm {config.algorithm!r}; known: {available_clusterers()}") from None
+        factory = CLUSTERERS.get(config.algorithm)
+    except ValueError as exc:
+        raise ClusteringError(str(exc)) from None
+    return factory(config)
 
 
 def cluster(x: np.ndarray, config: ClusteringConfig | None = None) -> Clustering:

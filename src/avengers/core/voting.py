@@ -32,6 +32,7 @@ import numpy as np
 from avengers.config.voting import VotingConfig
 from avengers.core.answers import AnswerExtractor, create_extractor
 from avengers.core.execution import CodeRunner, SandboxError, SandboxResult
+from avengers.registry import registry
 
 VoteMethod = Literal["majority", "weighted"]
 EmbedFunction = Callable[[list[str]], np.ndarray]
@@ -123,26 +124,18 @@ class Judge(ABC):
 
 
 JudgeFactory = Callable[[VotingConfig, JudgeOptions], Judge]
-_REGISTRY: dict[str, JudgeFactory] = {}
+JUDGES = registry("vote judge", home="avengers.core.voting", label="task type")
+"""One judge per task type (how candidates are grouped into answers)."""
 
-
-def register_judge(task_type: str) -> Callable[[JudgeFactory], JudgeFactory]:
-    def wrap(factory: JudgeFactory) -> JudgeFactory:
-        _REGISTRY[task_type] = factory
-        return factory
-
-    return wrap
+register_judge = JUDGES.register
+"""Class decorator: the judge of a task type."""
 
 
 def create_judge(
     task_type: str, config: VotingConfig | None = None, options: JudgeOptions | None = None
 ) -> Judge:
     """The judge of ``task_type`` ("math", "multiple_choice", "code", "free_text")."""
-    try:
-        factory = _REGISTRY[task_type]
-    except KeyError:
-        raise ValueError(f"unknown task type {task_type!r}; known: {sorted(_REGISTRY)}") from None
-    return factory(config or VotingConfig(), options or JudgeOptions())
+    return JUDGES.create(task_type, config or VotingConfig(), options or JudgeOptions())
 
 
 def _groups_by_key(evidence: dict[int, Any], key: Callable[[Any], str]) -> dict[str, list[int]]:

@@ -3,7 +3,7 @@
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from avengers.config.sandbox import SandboxConfig
+from avengers.config.sandbox import SANDBOXES, SandboxConfig
 from avengers.core.execution import SandboxResult
 
 
@@ -27,23 +27,12 @@ class Sandbox(ABC):
 
 
 SandboxFactory = Callable[[SandboxConfig], Sandbox]
-_REGISTRY: dict[str, SandboxFactory] = {}
-
-
-def register_sandbox(name: str) -> Callable[[SandboxFactory], SandboxFactory]:
-    def wrap(factory: SandboxFactory) -> SandboxFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
+register_sandbox = SANDBOXES.register
+"""Class decorator: make a sandbox available as ``SandboxConfig.backend``."""
 
 
 def create_sandbox(config: SandboxConfig | None = None) -> Sandbox:
     """Build the configured sandbox."""
     config = config or SandboxConfig()
-    try:
-        factory = _REGISTRY[config.backend]
-    except KeyError:
-        raise ValueError(f"unknown sandbox backend {config.backend!r}; known: {sorted(_REGISTRY)}") from None
-    return factory(config)
+    return SANDBOXES.create(config.backend, config)
 

@@ -15,9 +15,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from avengers.config.state import CacheConfig
+from avengers.config.state import CACHE_BACKENDS, CacheConfig
 from avengers.state.connection import RedisConnection
-from avengers.state.registry import BackendRegistry
+from avengers.state.registry import create_backend
 
 
 def cache_key(fields: dict[str, Any]) -> str:
@@ -49,7 +49,7 @@ class ResponseCache(ABC):
         return self.config.ttl_seconds if ttl_seconds is None else ttl_seconds
 
 
-CACHES: BackendRegistry[ResponseCache] = BackendRegistry("cache")
+CACHES = CACHE_BACKENDS
 register_cache = CACHES.register
 
 
@@ -121,4 +121,4 @@ class NoCache(ResponseCache):
 
 def create_cache(config: CacheConfig, redis: RedisConnection | None = None) -> ResponseCache:
     """The configured cache; "auto" is redis when a connection is given, else memory."""
-    return CACHES.create(config.backend, config, redis)
+    return create_backend(CACHES, config.backend, config, redis)

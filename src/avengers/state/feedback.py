@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from avengers.config.state import FeedbackConfig
+from avengers.config.state import FEEDBACK_BACKENDS, FeedbackConfig
 from avengers.state.connection import RedisConnection, StateError
-from avengers.state.registry import BackendRegistry
+from avengers.state.registry import create_backend
 
 
 class UnknownRequest(StateError, LookupError):
@@ -146,7 +146,7 @@ class FeedbackStore(ABC):
         """Release connections."""
 
 
-FEEDBACK_STORES: BackendRegistry[FeedbackStore] = BackendRegistry("feedback")
+FEEDBACK_STORES = FEEDBACK_BACKENDS
 register_feedback_store = FEEDBACK_STORES.register
 
 
@@ -314,4 +314,4 @@ class RedisFeedbackStore(FeedbackStore):
 
 def create_feedback_store(config: FeedbackConfig, redis: RedisConnection | None = None) -> FeedbackStore:
     """The configured store; "auto" is redis when a connection is given, else memory."""
-    return FEEDBACK_STORES.create(config.backend, config, redis)
+    return create_backend(FEEDBACK_STORES, config.backend, config, redis)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from avengers.config.store import StoreConfig
+from avengers.config.store import STORES, StoreConfig
 from avengers.core.artifact import RouterArtifact
 
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -138,24 +138,15 @@ class CentroidStore(ABC):
 
 
 StoreFactory = Callable[[StoreConfig], CentroidStore]
-_REGISTRY: dict[str, StoreFactory] = {}
-
-
-def register_store(name: str) -> Callable[[StoreFactory], StoreFactory]:
-    """Class decorator: make a backend available under ``name`` in :class:`StoreConfig`."""
-
-    def wrap(factory: StoreFactory) -> StoreFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
+register_store = STORES.register
+"""Class decorator: make a backend available under a name in :class:`StoreConfig`."""
 
 
 def create_store(config: StoreConfig | None = None) -> CentroidStore:
     """Build the configured store."""
     config = config or StoreConfig()
     try:
-        factory = _REGISTRY[config.backend]
-    except KeyError:
-        raise StoreError(f"unknown store backend {config.backend!r}; known: {sorted(_REGISTRY)}") from None
+        factory = STORES.get(config.backend)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
     return factory(config)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from avengers.config.tasks import TASK_TYPES  # noqa: F401  (re-exported by the package)
+from avengers.registry import registry
 
 
 class AnswerExtractor(ABC):
@@ -35,32 +35,20 @@ class AnswerExtractor(ABC):
         return None if raw is None else self.normalise(raw)
 
 
-ExtractorFactory = Callable[..., AnswerExtractor]
-_REGISTRY: dict[str, ExtractorFactory] = {}
+EXTRACTORS = registry("answer extractor", home="avengers.core.answers", label="task type")
+"""Answer extractors by task-type name (:data:`avengers.config.tasks.TASK_TYPES`)."""
 
-
-def register_extractor(name: str) -> Callable[[type[AnswerExtractor]], type[AnswerExtractor]]:
-    """Class decorator: make an extractor available under a task-type name."""
-
-    def wrap(cls: type[AnswerExtractor]) -> type[AnswerExtractor]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+register_extractor = EXTRACTORS.register
+"""Class decorator: make an extractor available under a task-type name."""
 
 
 def extractor_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return EXTRACTORS.names()
 
 
 def create_extractor(task_type: str, **options: Any) -> AnswerExtractor:
     """The extractor for ``task_type`` ("math", "multiple_choice", "code", "free_text")."""
-    try:
-        factory = _REGISTRY[task_type]
-    except KeyError:
-        raise ValueError(f"unknown task type {task_type!r}; known: {extractor_names()}") from None
-    return factory(**options)
+    return EXTRACTORS.create(task_type, **options)
 
 
 # --------------------------------------------------------------------------------------------------------
