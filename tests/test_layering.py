@@ -54,9 +54,8 @@ def allowed(importer: str, imported: str) -> bool:
 
     if within(importer, "avengers.services"):
         own = ".".join(importer.split(".")[:3])  # avengers.services.<name>
-        if within(imported, "avengers.services") and not within(imported, own) and imported != "avengers.services":
-            return False
-        return True
+        other_service = within(imported, "avengers.services") and imported != "avengers.services"
+        return not other_service or within(imported, own)
     if imported == "avengers.registry":
         return True  # a leaf every layer may use
     if within(importer, "avengers.core"):
