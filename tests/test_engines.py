@@ -17,10 +17,13 @@ from avengers.config.model_pool import ModelConfig
 from avengers.core.answers import create_extractor
 from avengers.engines import (
     ChatTurn,
+    EngineMisconfigured,
     EngineNotInstalled,
     EngineTimeout,
     EngineUnavailable,
     GenerationRequest,
+    InvalidRequest,
+    NotServed,
     PromptTooLong,
     SamplingSpec,
     UnknownTask,
@@ -30,7 +33,6 @@ from avengers.engines import (
 from avengers.engines.base import StopScanner
 from avengers.engines.replay import ReplayEngine, unit_draw
 from avengers.engines.vllm import VLLMEngine
-from avengers.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
 
 # Async tests share the module-scoped fixtures' event loop.
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -268,7 +270,7 @@ async def test_replay_unknown_and_bad_config(replay_files, tmp_path):
     a = await replay_engine("a", labels)
     with pytest.raises(UnknownTask, match="no record"):
         await a.generate(GenerationRequest(SamplingSpec(), prompt="never seen", task_id="zzz"))
-    assert isinstance(UnknownTask("x"), NotFound)
+    assert isinstance(UnknownTask("x"), NotServed)
     by_query = await a.generate(GenerationRequest(SamplingSpec(), prompt="What is 17*3?", task_id="not-an-id"))
     assert by_query.samples[0].text.endswith(f"{{{a.gold_answer('m1')}}}.")
     with pytest.raises(ValueError, match="scores no model 'c'"):
@@ -404,13 +406,13 @@ async def test_openai_stream(fake_openai):
 @module_loop
 async def test_openai_errors_map_to_statuses(fake_openai, unused_tcp_port):
     engine = await openai_engine(fake_openai.base_url, model_id="missing")
-    with pytest.raises(NotFound, match="does not exist"):
+    with pytest.raises(NotServed, match="does not exist"):
         await engine.generate(request())
     await engine.shutdown()
 
     engine = await openai_engine(fake_openai.base_url)
     try:
-        with pytest.raises(InvalidArgument, match="max_tokens too large"):
+        with pytest.raises(InvalidRequest, match="max_tokens too large"):
             await engine.generate(request(max_tokens=2000))
         fake_openai.fail_next = 1
         with pytest.raises(EngineUnavailable, match="HTTP 503"):  # retries are off by default
@@ -443,7 +445,7 @@ async def test_openai_errors_map_to_statuses(fake_openai, unused_tcp_port):
 @module_loop
 async def test_openai_missing_api_key_env(fake_openai, monkeypatch):
     monkeypatch.delenv("POOL_TEST_ABSENT", raising=False)
-    with pytest.raises(FailedPrecondition, match="POOL_TEST_ABSENT"):
+    with pytest.raises(EngineMisconfigured, match="POOL_TEST_ABSENT"):
         await openai_engine(fake_openai.base_url, api_key_env="POOL_TEST_ABSENT")
 
 

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import avengers.engines
 from avengers.config.model_pool import ModelPoolConfig
-from avengers.engines import Engine, create_engine
+from avengers.engines import (
+    Engine,
+    EngineDead,
+    EngineMisconfigured,
+    EngineNotInstalled,
+    EngineTimeout,
+    EngineUnavailable,
+    InvalidRequest,
+    NotServed,
+    PromptTooLong,
+    UnknownTask,
+    create_engine,
+)
 from avengers.rpc.server import ServiceBinding, start_server
 from avengers.services.model_pool.server import ModelPoolServer, start_model_pool_server
 from avengers.services.model_pool.servicer import EngineTarget, ModelPoolServicer
@@ -246,3 +262,71 @@ async def test_engine_crash_mid_request_is_unavailable_naming_the_model(labels_f
     finally:
         await running.stop(0)
         await healthy.shutdown()
+
+
+class FailingEngine(Engine):
+    """An engine failing every call with one given engine error (as a backend would)."""
+
+    def __init__(self, config, error):
+        super().__init__(config)
+        self.error = error
+
+    async def generate(self, request):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (PromptTooLong("prompt of 9000 tokens; context is 8192"), grpc.StatusCode.INVALID_ARGUMENT),
+        (InvalidRequest("n must be 1 here"), grpc.StatusCode.INVALID_ARGUMENT),
+        (UnknownTask("no record of task 't9'"), grpc.StatusCode.NOT_FOUND),
+        (NotServed("server does not serve 'x'"), grpc.StatusCode.NOT_FOUND),
+        (EngineUnavailable("server down"), grpc.StatusCode.UNAVAILABLE),
+        (EngineDead("engine core died"), grpc.StatusCode.UNAVAILABLE),
+        (EngineTimeout("server timed out"), grpc.StatusCode.DEADLINE_EXCEEDED),
+        (EngineMisconfigured("API key unset"), grpc.StatusCode.FAILED_PRECONDITION),
+        (EngineNotInstalled("no vLLM"), grpc.StatusCode.FAILED_PRECONDITION),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None,
+)
+@module_loop
+async def test_engine_errors_map_to_statuses_at_the_servicer(labels_file, error, code):
+    config = pool_config(labels_file)
+    servicer = ModelPoolServicer(
+        config,
+        {
+            "replay-7b": EngineTarget(FailingEngine(config.model("replay-7b"), error)),
+            "smollm2": EngineTarget(FailingEngine(config.model("smollm2"), error)),
+        },
+    )
+    running = await start_server(
+        [ServiceBinding(servicer, model_pool_pb2_grpc.add_ModelPoolServicer_to_server, "avengers.v1.ModelPool")],
+        "127.0.0.1:0",
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = model_pool_pb2_grpc.ModelPoolStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Generate(gen("replay-7b", "What is 6*7?"))
+            assert (err.value.code(), err.value.details()) == (code, str(error))
+            with pytest.raises(grpc.aio.AioRpcError) as err:  # streams map the same way
+                async for _ in stub.GenerateStream(gen("smollm2", "Hi")):
+                    pass
+            assert (err.value.code(), err.value.details()) == (code, str(error))
+    finally:
+        await running.stop(0)
+
+
+def test_engines_are_transport_neutral():
+    """No engine module knows gRPC: statuses are chosen by the model pool (services/model_pool/errors.py)."""
+    engines_dir = Path(avengers.engines.__file__).parent
+    for module in sorted(engines_dir.glob("*.py")):
+        tree = ast.parse(module.read_text())
+        imported = {
+            name
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""])
+        }
+        assert not {n for n in imported if n.split(".")[0] == "grpc" or n.startswith("avengers.rpc")}, module.name

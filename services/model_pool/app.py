@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import DeploymentUnavailableError
@@ -38,19 +39,19 @@ from ray.serve.handle import DeploymentHandle
 
 from avengers.config.model_pool import ModelConfig, ModelPoolConfig
 from avengers.engines.base import (
-    EngineUnavailable,
     GenerationRequest,
     GenerationResult,
     SampleDelta,
     create_engine,
 )
 from avengers.rpc.errors import ServiceError, status_of
+from avengers.services.model_pool.errors import engine_failure
 from avengers.services.model_pool.serve_config import (
     INGRESS_DEPLOYMENT,
     ingress_options,
     model_deployment_options,
 )
-from avengers.services.model_pool.servicer import ModelPoolServicer, ModelTarget, engine_failure
+from avengers.services.model_pool.servicer import ModelPoolServicer, ModelTarget
 
 log = logging.getLogger(__name__)
 
@@ -127,15 +128,14 @@ class DeploymentTarget(ModelTarget):
     def status(self, exc: Exception) -> ServiceError:
         name = self.config.name
         cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
-        if isinstance(cause, ServiceError):
-            return cause
         if isinstance(cause, (RayActorError, DeploymentUnavailableError)):
             log.warning("model %r: replica failed: %s", name, cause)
-            return EngineUnavailable(
+            return ServiceError(
                 f"model {name!r} is unavailable: its replica died or was unreachable mid-request "
-                f"({type(cause).__name__}); Ray Serve is replacing it"
+                f"({type(cause).__name__}); Ray Serve is replacing it",
+                grpc.StatusCode.UNAVAILABLE,
             )
-        return engine_failure(name, cause)
+        return engine_failure(name, cause)  # the engine's own error (raised in the replica), mapped by kind
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         try:

@@ -9,6 +9,8 @@ to the model's :class:`ModelTarget`. Statuses:
   outside [0, 2], top_p outside (0, 1], max_tokens over the model's limit, too many or too long stop strings.
 * UNAVAILABLE: the model's engine or replica failed, or died mid-request (the message names the model) — the
   gateway's cue to fall back to the next-ranked model.
+* Engine errors map by kind (:mod:`avengers.services.model_pool.errors`): e.g. a prompt longer than the
+  model's context is INVALID_ARGUMENT, an engine that timed out DEADLINE_EXCEEDED.
 
 The transport-neutral methods (:meth:`~ModelPoolServicer.generate`, :meth:`~ModelPoolServicer.stream`,
 :meth:`~ModelPoolServicer.list_models`) raise :class:`~avengers.rpc.errors.ServiceError`; the grpc.aio
@@ -30,25 +32,19 @@ from avengers.config.model_pool import ModelConfig, ModelPoolConfig
 from avengers.engines.base import (
     ChatTurn,
     Engine,
-    EngineUnavailable,
     GenerationRequest,
     GenerationResult,
     SampleDelta,
     SamplingSpec,
 )
 from avengers.rpc.errors import InvalidArgument, NotFound, ServiceError, grpc_errors, status_of
+from avengers.services.model_pool.errors import engine_failure
 from avengers.v1 import common_pb2, model_pool_pb2, model_pool_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 CHAT_ROLES = frozenset({"system", "user", "assistant"})
 MAX_REQUEST_ID_CHARS = 256
-
-
-def engine_failure(model: str, exc: BaseException) -> ServiceError:
-    """The status of an engine call that failed for a reason other than a ServiceError."""
-    log.error("model %r failed: %s: %s", model, type(exc).__name__, exc)
-    return EngineUnavailable(f"model {model!r} failed: {type(exc).__name__}: {exc}")
 
 
 class ModelTarget(ABC):
@@ -63,7 +59,7 @@ class ModelTarget(ABC):
 
     @abstractmethod
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        """All n samples; failures other than a ServiceError become UNAVAILABLE naming the model."""
+        """All n samples; failures raise a ServiceError (:func:`engine_failure`)."""
 
     @abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncIterator[SampleDelta]:

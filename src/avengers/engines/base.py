@@ -6,9 +6,8 @@ samples where the backend allows it. Engines are built by name with :func:`creat
 :class:`~avengers.config.model_pool.ModelConfig`; backend modules are imported only when used, so a
 machine without vLLM can still import and run every other backend.
 
-Errors an engine raises carry their gRPC status (they are :class:`avengers.rpc.errors.ServiceError`):
-:class:`UnknownTask` (NOT_FOUND), :class:`PromptTooLong` (INVALID_ARGUMENT), :class:`EngineUnavailable`
-(UNAVAILABLE), :class:`EngineTimeout` (DEADLINE_EXCEEDED), :class:`EngineNotInstalled` (FAILED_PRECONDITION).
+Errors an engine raises are transport-neutral (:mod:`avengers.engines.errors`, re-exported here): the
+model pool maps them to gRPC statuses at its servicer (:mod:`avengers.services.model_pool.errors`).
 """
 
 from __future__ import annotations
@@ -18,32 +17,19 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-import grpc
-
 from avengers.config.model_pool import ModelConfig
-from avengers.rpc.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError, Unavailable
-
-
-class UnknownTask(NotFound):
-    """The replay backend has no record of the requested task or query."""
-
-
-class PromptTooLong(InvalidArgument):
-    """The prompt does not fit the model's context window."""
-
-
-class EngineUnavailable(Unavailable):
-    """The engine (or the server behind it) cannot serve right now; another model may."""
-
-
-class EngineTimeout(ServiceError):
-    """The engine (or the server behind it) did not answer in time."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-class EngineNotInstalled(FailedPrecondition):
-    """The backend's library is not installed on this machine (e.g. vLLM without a GPU build)."""
+from avengers.engines.errors import (  # noqa: F401 - re-exported: engines import their errors from here
+    EngineDead,
+    EngineError,
+    EngineMisconfigured,
+    EngineNotInstalled,
+    EngineTimeout,
+    EngineUnavailable,
+    InvalidRequest,
+    NotServed,
+    PromptTooLong,
+    UnknownTask,
+)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ import codecs
 import math
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,12 @@ from avengers.engines.base import (
     GeneratedSample,
     GenerationRequest,
     GenerationResult,
+    InvalidRequest,
     PromptTooLong,
     SampleDelta,
     StopScanner,
     register_engine,
 )
-from avengers.rpc.errors import InvalidArgument
 
 Emit = Callable[[SampleDelta], None]
 
@@ -46,6 +47,37 @@ _LOAD_LOCK = threading.Lock()
 
 class _Cancelled(Exception):
     """The caller went away; the worker stops at the next token."""
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU advertises Intel AMX tiles (/proc/cpuinfo; False where that is unreadable)."""
+    try:
+        return "amx_tile" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+@contextmanager
+def model_params(**fields: Any) -> Iterator[None]:
+    """Set llama_model_params fields that ``Llama()`` has no argument for, during one load (under _LOAD_LOCK).
+
+    ``Llama.__init__`` builds its params from ``llama_model_default_params()``; the override wraps that.
+    """
+    import llama_cpp.llama_cpp as low_level
+
+    default = low_level.llama_model_default_params
+
+    def with_fields():
+        params = default()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
+
+    low_level.llama_model_default_params = with_fields
+    try:
+        yield
+    finally:
+        low_level.llama_model_default_params = default
 
 
 def bundled_gguf_path() -> str:
@@ -97,9 +129,13 @@ class LlamaCppEngine(Engine):
         if not Path(path).is_file():
             raise EngineNotInstalled(f"model {self.name!r}: GGUF file {path!r} not found")
         threads = self._options.n_threads or max(1, math.ceil(self.config.resources.num_cpus))
+        # On CPUs with AMX, ggml moves Q4/Q8 weights into its AMX buffer type ("extra buffer types"), and
+        # decoding a batch of more than one token then segfaults (seen with llama-cpp-python 0.3.36 on a
+        # Sapphire-Rapids-class VM): keep the weights in the plain CPU buffers there.
+        params = {"use_extra_bufts": False} if cpu_has_amx() else {}
         # llama-cpp-python silences a load by pointing file descriptors 1 and 2 at /dev/null and back; two
         # loads at once can restore each other's /dev/null and leave the process mute. One load at a time.
-        with _LOAD_LOCK:
+        with _LOAD_LOCK, model_params(**params):
             llm = Llama(
                 model_path=path,
                 n_ctx=self._options.n_ctx,
@@ -164,7 +200,7 @@ class LlamaCppEngine(Engine):
         try:
             formatted = self._formatter(messages=request.chat())
         except Exception as exc:  # jinja raises on conversations the template refuses
-            raise InvalidArgument(f"model {self.name!r} cannot format these messages: {exc}") from exc
+            raise InvalidRequest(f"model {self.name!r} cannot format these messages: {exc}") from exc
         tokens = self._llm.tokenize(
             formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
         )
@@ -243,8 +279,8 @@ class LlamaCppEngine(Engine):
                     break
         finally:
             tokens.close()
-        scanner.push(decoder.decode(b"", final=True))
-        tail = scanner.flush()
+        # An incomplete UTF-8 sequence at the cut becomes U+FFFD; what push() releases belongs to the tail too.
+        tail = scanner.push(decoder.decode(b"", final=True)) + scanner.flush()
         if emit is not None:
             emit(SampleDelta(index, tail, finish, count))
         return GeneratedSample(index=index, text=scanner.text, finish_reason=finish, completion_tokens=count)

@@ -4,8 +4,9 @@ n samples go out as ONE request with ``n`` (the server prefills the prompt once)
 ``openai.split_n`` is set for servers that ignore ``n``: then n concurrent n=1 requests are sent. A server
 that answers with fewer choices than asked is reported as UNAVAILABLE rather than silently returning less.
 
-Statuses: connection failures and 5xx -> UNAVAILABLE, timeouts -> DEADLINE_EXCEEDED, 400/422 ->
-INVALID_ARGUMENT, 404 -> NOT_FOUND (the server does not serve the model). Retries (``max_retries``, off by
+Errors: connection failures and 5xx -> EngineUnavailable, timeouts -> EngineTimeout, 400/422 ->
+InvalidRequest, 404 -> NotServed (the server does not serve the model); the model pool maps them to
+UNAVAILABLE, DEADLINE_EXCEEDED, INVALID_ARGUMENT and NOT_FOUND. Retries (``max_retries``, off by
 default) apply to connection errors, 429 and 5xx only. The API key is read from the environment variable
 named by ``api_key_env``, never from the config file.
 """
@@ -21,21 +22,24 @@ from typing import Any
 from avengers.config.model_pool import ModelConfig
 from avengers.engines.base import (
     Engine,
+    EngineError,
+    EngineMisconfigured,
     EngineNotInstalled,
     EngineTimeout,
     EngineUnavailable,
     GeneratedSample,
     GenerationRequest,
     GenerationResult,
+    InvalidRequest,
+    NotServed,
     SampleDelta,
     register_engine,
 )
-from avengers.rpc.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-def _http_error(status: int, body: str, model: str) -> ServiceError:
+def _http_error(status: int, body: str, model: str) -> EngineError:
     detail = body.strip()[:500]
     try:
         detail = json.loads(body).get("error", {}).get("message", detail) or detail
@@ -43,9 +47,9 @@ def _http_error(status: int, body: str, model: str) -> ServiceError:
         pass
     message = f"model {model!r}: server answered HTTP {status}: {detail}"
     if status in (400, 422):
-        return InvalidArgument(message)
+        return InvalidRequest(message)
     if status == 404:
-        return NotFound(message)
+        return NotServed(message)
     return EngineUnavailable(message)
 
 
@@ -75,7 +79,7 @@ class OpenAIHTTPEngine(Engine):
         if self._options.api_key_env:
             key = os.environ.get(self._options.api_key_env)
             if not key:
-                raise FailedPrecondition(
+                raise EngineMisconfigured(
                     f"model {self.name!r}: environment variable {self._options.api_key_env} (API key) is not set"
                 )
             headers["Authorization"] = f"Bearer {key}"
