@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from avengers.config.server import ServerConfig
 from avengers.observability.metrics import MetricsInterceptor, metrics_port_from, start_metrics_endpoint
 from avengers.observability.tracing import TracingServerInterceptor, configure_tracing, tracing_enabled
+from avengers.rpc.errors import UndecodableRequestInterceptor
 from avengers.rpc.security import ServerSecurity, server_security
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ async def start_server(
 ) -> GrpcServer:
     """Start a server on ``address`` ("host:0" picks a free port) with health and reflection.
 
-    Every server counts and times its calls (Prometheus) and traces them once tracing is configured.
+    Every server counts and times its calls (Prometheus) and traces them once tracing is configured;
+    undecodable request bytes end as INVALID_ARGUMENT (counted like any call), not UNKNOWN.
     ``config`` (the service's :class:`~avengers.config.server.ServerConfig`) adds what it asks for: TLS or
     mutual TLS, bearer-token auth, the /metrics endpoint, and the message size limit unless
     ``max_message_bytes`` is given. Explicit ``credentials`` win over the config's TLS files.
@@ -82,7 +84,7 @@ async def start_server(
     chain: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
     if tracing_enabled():
         chain.append(TracingServerInterceptor())
-    chain += [*security.interceptors, *interceptors]
+    chain += [*security.interceptors, *interceptors, UndecodableRequestInterceptor()]
     server = grpc.aio.server(
         interceptors=chain,
         options=[
