@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from avengers.config.sandbox import SandboxConfig
-from avengers.sandbox import SubprocessSandbox, _process_table, create_sandbox
+from avengers.sandbox import SubprocessSandbox, create_sandbox
+from avengers.sandbox.processes import _process_table
 
 HUMANEVAL_TEST = textwrap.dedent(
     """
