@@ -59,7 +59,31 @@ _EXPORTS: dict[str, str] = {
     "ModelPoolConfig": "avengers.config.model_pool",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Candidate",
+    "ClusteringConfig",
+    "Embedder",
+    "EmbeddingConfig",
+    "Engine",
+    "GenerationRequest",
+    "LabelSet",
+    "ModelConfig",
+    "ModelPoolConfig",
+    "RouterArtifact",
+    "RoutingConfig",
+    "SamplingSpec",
+    "ScoringConfig",
+    "VoteResult",
+    "VotingConfig",
+    "create_embedder",
+    "create_engine",
+    "fit_router",
+    "fit_router_on_embeddings",
+    "infer_task_type",
+    "model_switch_vote",
+    "read_labels",
+    "vote",
+]
 
 
 def __getattr__(name: str) -> Any:
