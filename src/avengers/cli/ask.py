@@ -8,6 +8,7 @@ import os
 
 from avengers.cli import CommandError
 from avengers.config.gateway_service import DEFAULT_GATEWAY_PORT
+from avengers.config.voting import DEFAULT_SWITCH_THRESHOLD
 
 GATEWAY_ADDR_ENV = "AVENGERS_GATEWAY_ADDR"
 
@@ -112,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--addr", default=default_address(), help=f"gateway host:port (default: ${GATEWAY_ADDR_ENV} or %(default)s)")
     p.add_argument("--n", type=int, default=0, help="samples (default: the gateway's, 10)")
     p.add_argument("--strategy", choices=["self-consistency", "model-switch"], help="(default: the gateway's)")
-    p.add_argument("--switch-threshold", type=float, help="model switch: agreement threshold (default 0.8)")
+    p.add_argument("--switch-threshold", type=float, help=f"model switch: agreement threshold (default {DEFAULT_SWITCH_THRESHOLD})")
     p.add_argument("--task-type", choices=["math", "multiple-choice", "code", "free-text"], help="(default: inferred)")
     p.add_argument("--temperature", type=float)
     p.add_argument("--max-tokens", type=int, default=0, help="per sample (default: each model's)")

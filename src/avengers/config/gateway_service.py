@@ -12,6 +12,7 @@ from avengers.config.model_pool import DEFAULT_APP_NAME, DEFAULT_GRPC_PORT
 from avengers.config.server import ServerConfig
 from avengers.config.state import CacheConfig, FeedbackConfig, RedisConfig
 from avengers.config.tasks import DEFAULT_INSTRUCTIONS, TASK_TYPES
+from avengers.config.voting import DEFAULT_SWITCH_THRESHOLD
 
 DEFAULT_GATEWAY_PORT = 50050
 
@@ -64,7 +65,7 @@ class AskDefaults(ConfigModel):
     strategy: Literal["self_consistency", "model_switch"] = "self_consistency"
     """Ensemble strategy (see :mod:`avengers.core.ensemble`)."""
 
-    switch_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    switch_threshold: float = Field(default=DEFAULT_SWITCH_THRESHOLD, gt=0.0, le=1.0)
     """Model switch: agreement of the first model below which the vote goes over both models."""
 
     timeout_seconds: float = Field(default=300.0, gt=0.0)

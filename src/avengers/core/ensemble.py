@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
+from avengers.config.voting import DEFAULT_SWITCH_THRESHOLD
 from avengers.core.tasks import task_messages
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ class EnsembleQuery:
     task_type: str
     sampling: Sampling
     strategy: str = "self_consistency"
-    switch_threshold: float = 0.8
+    switch_threshold: float = DEFAULT_SWITCH_THRESHOLD
     routing: str | None = None
     """"nearest", "soft", or None for the router's default."""
     vote_method: str | None = None
