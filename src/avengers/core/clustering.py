@@ -1,4 +1,4 @@
-"""Step 2 of the recipe: cluster calibration embeddings.
+"""Step 2 of the recipe: cluster calibration embeddings (The Avengers, arXiv 2505.19797: k-means, K=64).
 
 Every algorithm is a :class:`Clusterer` that returns a :class:`Clustering`: a label per point and one
 centroid per cluster. Routing needs only centroids, so algorithms without a ``predict`` (agglomerative,
@@ -69,7 +69,8 @@ register_clusterer = CLUSTERERS.register
 
 @register_clusterer("kmeans")
 class KMeansClusterer(Clusterer):
-    """k-means with k-means++ initialisation (the paper's default)."""
+    """k-means with k-means++ initialisation (the paper's default, arXiv 2505.19797; k-means++: Arthur &
+    Vassilvitskii 2007)."""
 
     def _fit(self, x: np.ndarray) -> Clustering:
         from sklearn.cluster import KMeans
@@ -100,7 +101,7 @@ class GaussianMixtureClusterer(Clusterer):
 
 @register_clusterer("agglomerative")
 class AgglomerativeClusterer(Clusterer):
-    """Agglomerative clustering with Ward linkage; centroids are member means."""
+    """Agglomerative clustering with Ward linkage (Ward 1963); centroids are member means."""
 
     def _fit(self, x: np.ndarray) -> Clustering:
         from sklearn.cluster import AgglomerativeClustering
@@ -111,7 +112,7 @@ class AgglomerativeClusterer(Clusterer):
 
 @register_clusterer("spectral")
 class SpectralClusterer(Clusterer):
-    """Spectral clustering on a k-nearest-neighbour graph; centroids are member means."""
+    """Spectral clustering on a k-nearest-neighbour graph (Ng, Jordan & Weiss 2001); centroids are member means."""
 
     def _fit(self, x: np.ndarray) -> Clustering:
         from sklearn.cluster import SpectralClustering
@@ -129,7 +130,8 @@ class SpectralClusterer(Clusterer):
 
 @register_clusterer("birch")
 class BirchClusterer(Clusterer):
-    """BIRCH: a CF-tree of subclusters, merged into k clusters; centroids are member means."""
+    """BIRCH (Zhang, Ramakrishnan & Livny 1996): a CF-tree of subclusters, merged into k clusters; centroids
+    are member means."""
 
     def _fit(self, x: np.ndarray) -> Clustering:
         from sklearn.cluster import Birch

@@ -1,4 +1,4 @@
-"""Step 3 of the recipe: score each model on each cluster.
+"""Step 3 of the recipe: score each model on each cluster (The Avengers, arXiv 2505.19797, section 3).
 
 A model's score on a cluster is the mean correctness of its answers on that cluster's calibration
 queries. With ``smoothing`` s > 0 the mean is shrunk toward the model's global mean,

@@ -12,7 +12,8 @@ most votes (majority) or weight (weighted), then the earliest candidate — ties
   equal program text (comments and formatting ignored).
 - free_text: near-duplicate clusters of the embeddings; the winner is the medoid.
 
-:func:`vote` votes over all candidates; :func:`model_switch_vote` (the paper's model switch) votes over
+:func:`vote` votes over all candidates (self-consistency: majority over sampled answers, Wang et al.,
+arXiv 2203.11171); :func:`model_switch_vote` (the model switch of The Avengers, arXiv 2505.19797) votes over
 the first model's candidates and, when their agreement is below the threshold, over all of them.
 Agreement is the winning group's share of all votes (or weight) including abstentions.
 """
@@ -393,7 +394,8 @@ def vote(
     config: VotingConfig | None = None,
     options: JudgeOptions | None = None,
 ) -> VoteResult:
-    """Vote over all ``candidates`` (method default: the config's)."""
+    """Vote over all ``candidates`` (method default: the config's) — self-consistency when they are samples of
+    one model (Wang et al., arXiv 2203.11171)."""
     config = config or VotingConfig()
     election = Election(
         task_type, candidates, create_judge(task_type, config, options), method or config.method
@@ -410,8 +412,8 @@ def model_switch_vote(
     config: VotingConfig | None = None,
     options: JudgeOptions | None = None,
 ) -> VoteResult:
-    """Vote over the first model's candidates (the model of ``candidates[0]``); when that vote's agreement
-    is below ``threshold`` (default: the config's), vote over all candidates with ``switched=True``."""
+    """The model switch of The Avengers (arXiv 2505.19797): vote over the first model's candidates (the model of
+    ``candidates[0]``); when that vote's agreement is below ``threshold`` (default: the config's), vote over all candidates with ``switched=True``."""
     config = config or VotingConfig()
     threshold = config.switch_threshold if threshold is None else threshold
     if not 0 < threshold <= 1:
