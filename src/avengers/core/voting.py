@@ -412,8 +412,9 @@ def model_switch_vote(
     config: VotingConfig | None = None,
     options: JudgeOptions | None = None,
 ) -> VoteResult:
-    """The model switch of The Avengers (arXiv 2505.19797): vote over the first model's candidates (the model of
-    ``candidates[0]``); when that vote's agreement is below ``threshold`` (default: the config's), vote over all candidates with ``switched=True``."""
+    """The model switch of The Avengers (arXiv 2505.19797): vote over the first model's candidates (the model
+    of ``candidates[0]``); when that vote's agreement is below ``threshold`` (default: the config's), vote
+    over all candidates with ``switched=True``."""
     config = config or VotingConfig()
     threshold = config.switch_threshold if threshold is None else threshold
     if not 0 < threshold <= 1:
