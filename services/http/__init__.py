@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP service (an HTTP front of the Gateway)."""

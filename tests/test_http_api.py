@@ -1,0 +1,204 @@
+"""The OpenAI-compatible HTTP API, driven by the official ``openai`` Python package, in front of a real stack
+(tests/ensemble_stack.py: embedder, router, voter, model pool with replay models, gateway, over gRPC)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+from ensemble_stack import running_stack
+
+from avengers.config.http_service import HttpServiceConfig
+from avengers.services.http.server import start_http_server
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+TOKEN_ENV = "AVENGERS_TEST_HTTP_TOKEN"
+TOKEN = "s3cret-http-token"
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory):
+    async with running_stack(tmp_path_factory.mktemp("http")) as running:
+        yield running
+
+
+async def start_http(stack, **overrides):
+    config = HttpServiceConfig.model_validate({
+        "gateway": {"address": stack.gateway_address},
+        "model_pool": {"address": stack.addresses["model_pool"]},
+        **overrides,
+    })
+    return await start_http_server(config, "127.0.0.1:0")
+
+
+@pytest.fixture(scope="module")
+async def http(stack):
+    server = await start_http(stack)
+    yield server
+    await server.stop(0)
+
+
+def client_of(server, api_key: str = "unused", **options) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key=api_key, max_retries=0, **options)
+
+
+async def test_models_lists_the_ensemble_and_each_pool_model(http):
+    models = await client_of(http).models.list()
+    names = [m.id for m in models.data]
+    assert names[0] == "avengers"
+    assert set(names[1:]) == {"alpha", "beta", "slow", "flaky"}
+    assert (await client_of(http).models.retrieve("alpha")).id == "alpha"
+
+
+async def test_chat_completion_is_the_voted_answer_with_models_and_usage(stack, http):
+    query = stack.queries["arith"][0]
+    completion = await client_of(http).chat.completions.create(
+        model="avengers", messages=[{"role": "user", "content": query}], n=3, max_tokens=32,
+        extra_body={"strategy": "self_consistency", "no_cache": True},
+    )
+    assert completion.object == "chat.completion" and len(completion.choices) == 1
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant" and choice.finish_reason == "stop"
+    assert stack.gold(query) in choice.message.content
+    summary = completion.model_extra["avengers"]
+    assert summary["answer"] == stack.gold(query)
+    # flaky was routed first, failed, and alpha answered in its place
+    assert completion.model == "alpha" and summary["models"] == ["alpha"]
+    assert summary["failed_models"] == ["flaky"] and summary["samples"] == 3
+    assert completion.usage.completion_tokens > 0
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+
+
+async def test_chat_completion_streams_route_samples_then_the_answer(stack, http):
+    query = stack.queries["choice"][0]
+    stream = await client_of(http).chat.completions.create(
+        model="avengers", messages=[{"role": "user", "content": query}], n=4, stream=True,
+        stream_options={"include_usage": True}, extra_body={"no_cache": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    events = [c.model_extra.get("avengers", {}).get("event") for c in chunks]
+    assert events[0] == "route" and chunks[0].choices[0].delta.role == "assistant"
+    route = chunks[0].model_extra["avengers"]
+    assert route["models"][0]["model"] == "beta" and route["task_type"] == "multiple_choice"
+    assert events.count("sample") == 4 and events.index("result") > max(
+        i for i, e in enumerate(events) if e == "sample")
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert stack.gold(query) in content
+    finished = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finished == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+
+
+async def test_text_completion_and_a_direct_call_to_one_pool_model(stack, http):
+    query = stack.queries["arith"][1]
+    completion = await client_of(http).completions.create(
+        model="avengers", prompt=query, n=2, extra_body={"task_type": "math", "no_cache": True}
+    )
+    assert completion.object == "text_completion" and stack.gold(query) in completion.choices[0].text
+
+    direct = await client_of(http).chat.completions.create(
+        model="beta", messages=[{"role": "user", "content": stack.queries["choice"][1]}], n=3
+    )
+    assert direct.model == "beta" and len(direct.choices) == 3
+    assert all(c.message.content for c in direct.choices)
+    assert "avengers" not in (direct.model_extra or {})
+
+
+async def test_bad_input_is_a_400_with_an_openai_style_json_error(http):
+    client = client_of(http)
+    for kwargs, needle in [
+        ({"temperature": 5.0}, "temperature"),
+        ({"extra_body": {"strategy": "bogus"}}, "bogus"),
+        ({"extra_body": {"switch_threshold": 3.0}}, "switch_threshold"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="avengers", messages=[{"role": "user", "content": "2+2?"}],
+                                                 **kwargs)
+        assert caught.value.status_code == 400 and needle in caught.value.message
+        assert caught.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(model="avengers", messages=[])
+    with pytest.raises(openai.NotFoundError) as missing:
+        await client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.body["code"] == "model_not_found" and "avengers" in missing.value.message
+    async with httpx.AsyncClient(base_url=http.url) as raw:
+        for body in (b"{not json", b"[1, 2]"):
+            reply = await raw.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+            assert reply.status_code == 400 and reply.json()["error"]["message"]
+        reply = await raw.post("/v1/completions", content=b" " * (2 * 1024 * 1024))
+        assert reply.status_code == 413 and reply.json()["error"]["code"] == "body_too_large"
+
+
+async def test_token_auth_refuses_calls_without_the_token(stack, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    server = await start_http(stack, server={"auth_token_env": TOKEN_ENV})
+    try:
+        for key in ("wrong-token", "Bearer-ish"):
+            with pytest.raises(openai.AuthenticationError) as refused:
+                await client_of(server, api_key=key).models.list()
+            assert refused.value.status_code == 401 and refused.value.body["type"] == "authentication_error"
+        async with httpx.AsyncClient(base_url=server.url) as raw:
+            reply = await raw.get("/v1/models")  # no Authorization header at all
+            assert reply.status_code == 401 and "missing credentials" in reply.json()["error"]["message"]
+            assert (await raw.get("/health")).status_code == 200  # probes need no token
+        completion = await client_of(server, api_key=TOKEN).chat.completions.create(
+            model="avengers", messages=[{"role": "user", "content": stack.queries["arith"][2]}], n=1
+        )
+        assert completion.choices[0].message.content
+    finally:
+        await server.stop(0)
+
+
+async def test_dependency_down_is_503_and_ready_says_so(stack):
+    from ensemble_stack import closed_port
+
+    server = await start_http(stack, gateway={"address": f"127.0.0.1:{closed_port()}"})
+    try:
+        with pytest.raises(openai.InternalServerError) as down:
+            await client_of(server).chat.completions.create(
+                model="avengers", messages=[{"role": "user", "content": "What is 2 + 2?"}]
+            )
+        assert down.value.status_code == 503 and down.value.body["code"] == "unavailable"
+        async with httpx.AsyncClient(base_url=server.url) as raw:
+            assert (await raw.get("/ready")).status_code == 503
+            assert (await raw.get("/health")).status_code == 200
+    finally:
+        await server.stop(0)
+
+
+async def test_deadline_is_504_and_a_full_server_answers_429(stack):
+    server = await start_http(stack, limits={"timeout_seconds": 0.5, "max_concurrent_requests": 1})
+    try:
+        with pytest.raises(openai.APIStatusError) as late:
+            await client_of(server).chat.completions.create(
+                model="slow", messages=[{"role": "user", "content": stack.queries["arith"][3]}]
+            )
+        assert late.value.status_code == 504
+    finally:
+        await server.stop(0)
+
+    server = await start_http(stack, limits={"max_concurrent_requests": 1})
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as raw:
+            body = {"model": "avengers", "stream": True, "n": 2,
+                    "messages": [{"role": "user", "content": stack.queries["choice"][2]}]}
+            async with raw.stream("POST", "/v1/chat/completions", json=body) as first:
+                assert first.status_code == 200
+                lines = first.aiter_lines()
+                assert json.loads((await anext(lines)).removeprefix("data: "))["avengers"]["event"] == "route"
+                # the first stream holds the only slot until it ends
+                with pytest.raises(openai.RateLimitError) as busy:
+                    await client_of(server).chat.completions.create(
+                        model="avengers", messages=[{"role": "user", "content": "hi"}])
+                assert busy.value.status_code == 429 and busy.value.body["type"] == "rate_limit_error"
+                rest = [line async for line in lines if line]
+                assert rest[-1] == "data: [DONE]"  # the slot was given back before this last event
+        ok = await client_of(server).chat.completions.create(
+            model="avengers", messages=[{"role": "user", "content": stack.queries["choice"][3]}], n=1
+        )
+        assert ok.choices[0].message.content
+    finally:
+        await server.stop(0)
