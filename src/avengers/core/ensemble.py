@@ -4,11 +4,17 @@ This is the recipe of the paper at request time, written against three small cli
 (:class:`RouterClient`, :class:`ModelPoolClient`, :class:`VoterClient`) so it runs the same over gRPC (the
 Gateway service's adapters), in process, or against fakes in unit tests.
 
-Strategies (registry: :func:`register_strategy`, factory: :func:`create_strategy`):
+Strategies (registry :data:`STRATEGIES`: :func:`register_strategy`, factory: :func:`create_strategy`) — the one
+definition that both Ask and ``avengers evaluate`` use:
 
 - ``self_consistency``: the best routed model samples n times; majority (or weighted) vote.
 - ``model_switch``: the top two models sample ceil(n/2) and floor(n/2) concurrently; the voter first votes
   over the first model's samples and, when that vote's agreement is below ``switch_threshold``, over all.
+- ``top_k_vote``: the top-k routed models (k per request, ``EnsembleQuery.top_k``) share the n samples; one
+  majority vote over all of them.
+- ``score_weighted_vote``: the same, each sample weighted by its model's routing score.
+- ``log_odds_vote``: the same, each sample weighted by the log-odds of its model's routed accuracy
+  (Nitzan & Paroush 1982).
 
 Fallback: a model whose generation fails with a status in :data:`FALLBACK_STATUSES` is recorded in
 ``failed_models`` and replaced by the next-ranked model of the route (the router is asked for every model);
@@ -31,7 +37,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
 from avengers.config.voting import DEFAULT_SWITCH_THRESHOLD
-from avengers.core.tasks import task_messages
+from avengers.core.tasks import MULTIPLE_CHOICE, option_letters, task_messages
+from avengers.registry import registry
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +188,9 @@ class EnsembleQuery:
     entry_point: str = ""
     task_id: str = ""
     request_id: str = ""
+    top_k: int = 0
+    """Routed models that share the n samples (strategies top_k_vote, score_weighted_vote, log_odds_vote);
+    0: the strategy's default."""
 
 
 @dataclass
@@ -234,62 +244,170 @@ class VoterClient(ABC):
 
 # ---------------------------------------------------------------------------------------------------------
 # Strategies
+#
+# The ONE definition of every ensemble strategy: which routed models sample, how many samples each, which
+# vote method and which weight each model's samples carry. The pipeline below serves them (Ask) and
+# ``avengers evaluate`` replays them on recorded samples (:mod:`avengers.tools.end_to_end`), so what is
+# measured is what is served.
+
+STRATEGIES = registry("ensemble strategy", home="avengers.core.ensemble")
+"""Ensemble strategies by name (the ``EnsembleStrategy`` proto enum names them in lower case)."""
+
+LOG_ODDS_CLIP = 0.02
+"""Accuracy estimates are clipped to [0.02, 0.98] before their log-odds (a model right or wrong on every
+calibration query of its cluster would otherwise get an infinite weight)."""
 
 
 class EnsembleStrategy(ABC):
-    """How many models sample, how many samples each, and whether the vote may switch models."""
+    """Which routed models sample, how many samples each, how their votes are weighted, and whether the
+    vote may switch models.
+
+    ``top_k`` is the number of routed models that share the n samples (per request; 0 = the strategy's
+    :attr:`default_top_k`). Strategies that ignore it fix their own number of models.
+    """
 
     name: ClassVar[str]
+    default_top_k: ClassVar[int] = 1
+    """Models that sample when the request gives no ``top_k``."""
+
+    def models(self, top_k: int = 0) -> int:
+        """How many routed models sample."""
+        return self.default_top_k
 
     @abstractmethod
-    def allocation(self, n: int) -> list[int]:
+    def allocation(self, n: int, top_k: int = 0) -> list[int]:
         """Samples per model, best model first (no zeros)."""
+
+    def vote_method(self, query: EnsembleQuery) -> str | None:
+        """"majority", "weighted", or None for the voter's default."""
+        return query.vote_method
+
+    def weight(self, model: RankedModel, query: EnsembleQuery) -> float:
+        """Vote weight of each of ``model``'s samples when the vote is weighted (default: its routing score)."""
+        return max(0.0, float(model.score))
 
     def switch_threshold(self, query: EnsembleQuery) -> float | None:
         """Agreement below which the vote goes over all models' samples; None: one vote over all."""
         return None
 
 
-_STRATEGIES: dict[str, type[EnsembleStrategy]] = {}
-
-
 def register_strategy(name: str) -> Callable[[type[EnsembleStrategy]], type[EnsembleStrategy]]:
-    def wrap(cls: type[EnsembleStrategy]) -> type[EnsembleStrategy]:
-        cls.name = name
-        _STRATEGIES[name] = cls
-        return cls
-
-    return wrap
+    """Class decorator: serve (and evaluate) a strategy under ``name``."""
+    return STRATEGIES.register(name)
 
 
 def strategy_names() -> list[str]:
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def create_strategy(name: str) -> EnsembleStrategy:
     try:
-        return _STRATEGIES[name]()
-    except KeyError:
+        return STRATEGIES.create(name)
+    except ValueError:
         raise ValueError(f"unknown ensemble strategy {name!r}; known: {strategy_names()}") from None
+
+
+def split_evenly(n: int, parts: int) -> list[int]:
+    """``n`` samples over ``parts`` models, the better models taking the remainder, at least one each."""
+    parts = max(1, parts)
+    return [max(1, n // parts + (1 if i < n % parts else 0)) for i in range(parts)]
 
 
 @register_strategy("self_consistency")
 class SelfConsistency(EnsembleStrategy):
-    """The best routed model samples all n."""
+    """The best routed model samples all n (self-consistency, arXiv 2203.11171); n=1 is routing alone."""
 
-    def allocation(self, n: int) -> list[int]:
+    def allocation(self, n: int, top_k: int = 0) -> list[int]:
         return [n]
 
 
 @register_strategy("model_switch")
 class ModelSwitch(EnsembleStrategy):
-    """The top two models sample ceil(n/2) and floor(n/2); switch when the first model's agreement is low."""
+    """The top two models sample ceil(n/2) and floor(n/2); switch when the first model's agreement is low
+    (the paper's model switch, arXiv 2505.19797)."""
 
-    def allocation(self, n: int) -> list[int]:
+    default_top_k = 2
+
+    def allocation(self, n: int, top_k: int = 0) -> list[int]:
         return [count for count in (math.ceil(n / 2), n // 2) if count > 0]
 
     def switch_threshold(self, query: EnsembleQuery) -> float | None:
         return query.switch_threshold
+
+
+@register_strategy("top_k_vote")
+class TopKVote(EnsembleStrategy):
+    """The top-k routed models share the n samples (split evenly, at least one each); one vote over all of
+    them — majority unless the request asks for weighted. Uniting models: on recorded MMLU-Pro outputs of 14
+    7–9B models this is where the recipe's gain over the best single model is (docs/BENCHMARKS.md)."""
+
+    default_top_k = 3
+
+    def models(self, top_k: int = 0) -> int:
+        return top_k if top_k > 0 else self.default_top_k
+
+    def allocation(self, n: int, top_k: int = 0) -> list[int]:
+        return split_evenly(n, self.models(top_k))
+
+
+@register_strategy("score_weighted_vote")
+class ScoreWeightedVote(TopKVote):
+    """Top-k vote in which each sample votes with its model's routing score (with nearest routing: the
+    model's mean correctness on the query's cluster)."""
+
+    def vote_method(self, query: EnsembleQuery) -> str | None:
+        return "weighted"
+
+
+@register_strategy("log_odds_vote")
+class LogOddsVote(TopKVote):
+    """Top-k vote in which each sample votes with the log-odds of its model being right.
+
+    With independent voters of accuracies p_i, the weighted majority with weights log(p_i / (1 - p_i)) is the
+    optimal decision rule for two alternatives (Nitzan & Paroush 1982, "Optimal decision rules in uncertain
+    dichotomous choice situations", International Economic Review 23(2)); with A alternatives and errors spread
+    evenly over the A - 1 wrong ones it becomes log((A - 1) p_i / (1 - p_i)) (Ben-Yashar & Paroush 2001,
+    Social Choice and Welfare 18). p_i is the routing score (nearest routing: the model's mean correctness on
+    the query's cluster), clipped to [LOG_ODDS_CLIP, 1 - LOG_ODDS_CLIP]; A is the number of options of a
+    multiple-choice query, else 2. A model no better than chance (negative weight) gets no vote.
+    """
+
+    def vote_method(self, query: EnsembleQuery) -> str | None:
+        return "weighted"
+
+    def weight(self, model: RankedModel, query: EnsembleQuery) -> float:
+        return log_odds_weight(model.score, answer_alternatives(query))
+
+
+def answer_alternatives(query: EnsembleQuery) -> int:
+    """Answers a query can have for the log-odds weight: its options (multiple choice), else 2."""
+    if query.task_type == MULTIPLE_CHOICE:
+        letters = set(option_letters(query.query))
+        if len(letters) >= 2:
+            return len(letters)
+    return 2
+
+
+def log_odds_weight(accuracy: float, alternatives: int = 2) -> float:
+    """max(0, log((A - 1) p / (1 - p))) with p clipped to [LOG_ODDS_CLIP, 1 - LOG_ODDS_CLIP]."""
+    p = min(1.0 - LOG_ODDS_CLIP, max(LOG_ODDS_CLIP, float(accuracy)))
+    return max(0.0, math.log((max(2, alternatives) - 1) * p / (1.0 - p)))
+
+
+def ballot(
+    strategy: EnsembleStrategy, query: EnsembleQuery, drawn: Sequence[tuple[RankedModel, Sequence[Sample]]]
+) -> tuple[list[Candidate], VoteOptions]:
+    """The candidates and vote options of the samples ``drawn`` (best-ranked model first) under ``strategy``:
+    what the pipeline sends to the voter and what ``avengers evaluate`` votes on."""
+    method = strategy.vote_method(query)
+    weighted = method == "weighted"
+    candidates = [
+        Candidate(text=s.text, model=s.model or model.name, weight=strategy.weight(model, query) if weighted else None)
+        for model, samples in drawn
+        for s in samples
+    ]
+    threshold = strategy.switch_threshold(query) if len(drawn) > 1 else None
+    return candidates, VoteOptions(method, query.tests, query.entry_point, threshold)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -360,17 +478,12 @@ class EnsemblePipeline:
     async def answer(self, query: EnsembleQuery, route: RouteResult, deadline: Deadline) -> EnsembleAnswer:
         """Sample the routed models by the query's strategy and vote."""
         strategy = create_strategy(query.strategy)
-        drawn, failures = await self._sample_models(query, route.models, strategy.allocation(query.sampling.n), deadline)
+        allocation = strategy.allocation(query.sampling.n, query.top_k)
+        drawn, failures = await self._sample_models(query, route.models, allocation, deadline)
         if not drawn:
             raise ModelsUnavailable(failures)
-        weighted = query.vote_method == "weighted"
-        candidates = [
-            Candidate(text=s.text, model=s.model, weight=model.score if weighted else None)
-            for model, samples in drawn
-            for s in samples
-        ]
-        threshold = strategy.switch_threshold(query) if len(drawn) > 1 else None
-        options = VoteOptions(query.vote_method, query.tests, query.entry_point, threshold)
+        candidates, options = ballot(strategy, query, drawn)
+        threshold = options.switch_threshold
         outcome = await self.voter.vote(
             query.task_type, candidates, options, timeout=deadline.timeout("voting", self.timeouts.vote)
         )

@@ -393,12 +393,14 @@ def vote(
     *,
     config: VotingConfig | None = None,
     options: JudgeOptions | None = None,
+    judge: Judge | None = None,
 ) -> VoteResult:
     """Vote over all ``candidates`` (method default: the config's) — self-consistency when they are samples of
-    one model (Wang et al., arXiv 2203.11171)."""
+    one model (Wang et al., arXiv 2203.11171). ``judge``: the task type's judge to use (default: a new one
+    from ``config`` and ``options``), e.g. one that remembers evidence across votes."""
     config = config or VotingConfig()
     election = Election(
-        task_type, candidates, create_judge(task_type, config, options), method or config.method
+        task_type, candidates, judge or create_judge(task_type, config, options), method or config.method
     )
     return election.over(range(len(election.candidates)))
 
@@ -411,16 +413,17 @@ def model_switch_vote(
     *,
     config: VotingConfig | None = None,
     options: JudgeOptions | None = None,
+    judge: Judge | None = None,
 ) -> VoteResult:
     """The model switch of The Avengers (arXiv 2505.19797): vote over the first model's candidates (the model
     of ``candidates[0]``); when that vote's agreement is below ``threshold`` (default: the config's), vote
-    over all candidates with ``switched=True``."""
+    over all candidates with ``switched=True``. ``judge`` as for :func:`vote`."""
     config = config or VotingConfig()
     threshold = config.switch_threshold if threshold is None else threshold
     if not 0 < threshold <= 1:
         raise ValueError(f"switch threshold must be in (0, 1], got {threshold}")
     election = Election(
-        task_type, candidates, create_judge(task_type, config, options), method or config.method
+        task_type, candidates, judge or create_judge(task_type, config, options), method or config.method
     )
     first_model = election.candidates[0].model
     first = [i for i, c in enumerate(election.candidates) if c.model == first_model]
