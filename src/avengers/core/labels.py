@@ -1,7 +1,8 @@
 """The labels format: one JSON object a line with per-model correctness of each query.
 
 Each row has ``id`` (str), ``dataset`` (str), ``split`` (str), ``query`` (str) and ``scores``
-({model: float in [0, 1]}). Every row must score the same models. This is the format of the
+({model: float in [0, 1]}), and optionally ``costs`` ({model: float >= 0}, e.g. dollars or tokens per
+query; the same models as ``scores``) for cost-aware routing. Every row must score the same models. This is the format of the
 calibration data a router is fitted on and of the data it is evaluated on.
 
 Reading is strict: the first bad row raises :class:`LabelsError` whose message names the file,
@@ -33,6 +34,8 @@ class LabeledQuery:
     split: str
     query: str
     scores: dict[str, float]
+    costs: dict[str, float] | None = None
+    """Cost of each model on this query (optional)."""
 
 
 @dataclass
@@ -65,6 +68,18 @@ class LabelSet:
         if missing:
             raise LabelsError(f"{self.source}: models {missing} are not scored in this file")
         return np.array([[r.scores[m] for m in models] for r in self.rows], dtype=np.float64)
+
+    @property
+    def has_costs(self) -> bool:
+        """Whether every row has costs."""
+        return all(r.costs is not None for r in self.rows)
+
+    def cost_matrix(self, models: list[str] | None = None) -> np.ndarray | None:
+        """(n_rows, n_models) float64 costs, columns in ``models`` order; None unless every row has costs."""
+        if not self.has_costs:
+            return None
+        models = self.models if models is None else models
+        return np.array([[r.costs[m] for m in models] for r in self.rows], dtype=np.float64)  # type: ignore[index]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -114,7 +129,26 @@ def parse_row(obj: object, source: str, line_no: int, models: list[str] | None) 
             if part
         )
         raise LabelsError(f"{where}: models differ from the first row ({detail})")
-    return LabeledQuery(id=row_id, dataset=obj["dataset"], split=obj["split"], query=obj["query"], scores=clean)
+    costs = None
+    if obj.get("costs") is not None:
+        costs = parse_costs(obj["costs"], where, clean)
+    return LabeledQuery(
+        id=row_id, dataset=obj["dataset"], split=obj["split"], query=obj["query"], scores=clean, costs=costs
+    )
+
+
+def parse_costs(costs: object, where: str, scores: dict[str, float]) -> dict[str, float]:
+    """Validate the optional ``costs`` of a row: a finite number >= 0 for each scored model."""
+    if not isinstance(costs, dict):
+        raise LabelsError(f"{where}: field 'costs' must be dict, got {type(costs).__name__}")
+    if set(costs) != set(scores):
+        raise LabelsError(f"{where}: 'costs' must name the scored models {sorted(scores)}, got {sorted(costs)}")
+    clean: dict[str, float] = {}
+    for model, value in costs.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise LabelsError(f"{where}: cost of {model!r} must be a finite number >= 0, got {value!r}")
+        clean[model] = float(value)
+    return clean
 
 
 def read_labels(path: str | Path) -> LabelSet:
@@ -153,4 +187,6 @@ def write_labels(path: str | Path, rows: list[LabeledQuery]) -> None:
     with Path(path).open("w", encoding="utf-8") as fh:
         for r in rows:
             obj = {"id": r.id, "dataset": r.dataset, "split": r.split, "query": r.query, "scores": r.scores}
+            if r.costs is not None:
+                obj["costs"] = r.costs
             fh.write(json.dumps(obj, ensure_ascii=False) + "\n")

@@ -32,6 +32,38 @@ def rank_models(cluster_scores: np.ndarray, global_scores: np.ndarray) -> np.nda
     return np.lexsort((np.arange(m), -global_scores, -cluster_scores))
 
 
+def rank_positions(table: np.ndarray, global_scores: np.ndarray) -> np.ndarray:
+    """(k, m) rank of each model within each cluster (0 = best; ties as :func:`rank_models`)."""
+    k, m = table.shape
+    rank_of = np.empty((k, m), dtype=np.int64)
+    for c in range(k):
+        rank_of[c, rank_models(table[c], global_scores)] = np.arange(m)
+    return rank_of
+
+
+def posterior_table(prior: np.ndarray, weight: float, counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """(k, m) Beta-posterior means: (weight * prior + sums) / (weight + counts); ``prior`` where no feedback."""
+    if weight < 0:
+        raise ValueError("the prior weight must be >= 0")
+    counts = np.asarray(counts, dtype=np.float64)
+    sums = np.asarray(sums, dtype=np.float64)
+    denom = weight + counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        post = (weight * prior + sums) / denom
+    return np.where(denom > 0, post, prior)
+
+
+def thompson_table(
+    rng: np.random.Generator, prior: np.ndarray, weight: float, counts: np.ndarray, sums: np.ndarray
+) -> np.ndarray:
+    """(k, m) one draw from each Beta(1 + weight * p + sum, 1 + weight * (1 - p) + count - sum) posterior."""
+    counts = np.asarray(counts, dtype=np.float64)
+    sums = np.asarray(sums, dtype=np.float64)
+    a = 1.0 + weight * prior + sums
+    b = 1.0 + weight * (1.0 - prior) + np.maximum(counts - sums, 0.0)
+    return rng.beta(a, b)
+
+
 def score_clusters(labels: np.ndarray, correctness: np.ndarray, k: int, smoothing: float = 0.0) -> ClusterScores:
     """Per-cluster per-model mean correctness.
 
