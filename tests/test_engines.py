@@ -17,6 +17,7 @@ from avengers.config.model_pool import ModelConfig
 from avengers.core.answers import create_extractor
 from avengers.engines import (
     ChatTurn,
+    EngineDead,
     EngineMisconfigured,
     EngineNotInstalled,
     EngineTimeout,
@@ -471,20 +472,45 @@ async def test_openai_timeout_is_deadline_exceeded():
         await runner.cleanup()
 
 
-# -- vLLM, with a fake at the vLLM API boundary ------------------------------------------------------------
+# -- vLLM, with a fake at the vLLM API boundary (tests/vllm/ runs the real vLLM) ----------------------------
 
 
 class FakeSamplingParams:
+    """Validates like vLLM 0.32: greedy sampling with n > 1 is refused on construction."""
+
     def __init__(self, **kwargs):
+        if kwargs.get("temperature") == 0 and kwargs.get("n", 1) > 1:
+            raise FakeValidationError(f"n must be 1 when using greedy sampling, got {kwargs['n']}.")
         self.__dict__.update(kwargs)
 
 
+class FakeClientError(Exception):
+    """vLLM's VLLMClientError: a request error that is not a ValueError."""
+
+
+class FakeValidationError(FakeClientError):
+    pass
+
+
+class FakeServerError(Exception):
+    pass
+
+
+class FakeEngineDeadError(FakeServerError):
+    """vLLM's EngineDeadError: neither RuntimeError nor ConnectionError."""
+
+
 class FakeTokenizer:
+    """One token per whitespace-separated word; marks where special tokens were added."""
+
     chat_template = "fake"
 
     def apply_chat_template(self, messages, tokenize, add_generation_prompt):
         assert tokenize is False and add_generation_prompt is True
-        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+        return "".join(f"<{m['role']}> {m['content']} " for m in messages) + "<assistant>"
+
+    def encode(self, text, add_special_tokens):
+        return ([0] if add_special_tokens else []) + [len(word) for word in text.split()]
 
 
 class FakeAsyncLLM:
@@ -494,9 +520,11 @@ class FakeAsyncLLM:
 
     def __init__(self, args):
         self.args = args
-        self.calls: list[tuple[str, FakeSamplingParams, str]] = []
+        self.calls: list[tuple[dict, FakeSamplingParams, str]] = []
         self.aborted: list[str] = []
         self.block = False
+        self.fail_with: Exception | None = None
+        self.model_config = SimpleNamespace(max_model_len=args.get("max_model_len"))
         FakeAsyncLLM.instances.append(self)
 
     @classmethod
@@ -508,8 +536,8 @@ class FakeAsyncLLM:
 
     async def generate(self, prompt, params, request_id):
         self.calls.append((prompt, params, request_id))
-        if "x" * 50 in prompt:
-            raise ValueError("The decoder prompt is longer than the maximum model length")
+        if self.fail_with is not None:
+            raise self.fail_with
         if self.block:
             await asyncio.sleep(60)
 
@@ -519,16 +547,11 @@ class FakeAsyncLLM:
         if params.output_kind == "DELTA":
             for word in ("alpha", "beta"):
                 yield SimpleNamespace(
-                    prompt_token_ids=[1, 2, 3],
-                    finished=False,
-                    outputs=[completion(i, f"{word}{i} ", None) for i in range(params.n)],
+                    finished=False, outputs=[completion(i, f"{word}{i} ", None) for i in range(params.n)]
                 )
-            yield SimpleNamespace(
-                prompt_token_ids=[1, 2, 3], finished=True, outputs=[completion(i, "", "stop") for i in range(params.n)]
-            )
+            yield SimpleNamespace(finished=True, outputs=[completion(i, "", "stop") for i in range(params.n)])
             return
         yield SimpleNamespace(
-            prompt_token_ids=[1, 2, 3, 4],
             finished=True,
             outputs=[completion(i, f"sample {i} text", "length" if i else "stop") for i in reversed(range(params.n))],
         )
@@ -537,7 +560,8 @@ class FakeAsyncLLM:
         self.aborted.append(request_id)
 
     async def check_health(self):
-        return None
+        if isinstance(self.fail_with, FakeEngineDeadError):
+            raise self.fail_with
 
     def shutdown(self):
         self.shut = True
@@ -548,15 +572,20 @@ FAKE_VLLM = SimpleNamespace(
     AsyncEngineArgs=lambda **kw: kw,
     SamplingParams=FakeSamplingParams,
     RequestOutputKind=SimpleNamespace(DELTA="DELTA", FINAL_ONLY="FINAL_ONLY"),
+    tokens_input=lambda ids, prompt=None: {"type": "token", "prompt_token_ids": ids, "prompt": prompt},
+    ClientError=FakeClientError,
+    NotFoundError=type("FakeNotFoundError", (FakeClientError,), {}),
+    ServerError=FakeServerError,
+    EngineDeadError=FakeEngineDeadError,
 )
 
 
-async def fake_vllm_engine():
+async def fake_vllm_engine(max_model_len: int = 4096):
     config = ModelConfig(
         name="qwen-7b",
         backend="vllm",
         model_id="Qwen/Qwen2.5-7B-Instruct",
-        vllm={"max_model_len": 4096, "engine_args": {"enable_prefix_caching": True}},
+        vllm={"max_model_len": max_model_len, "engine_args": {"enable_prefix_caching": True}},
     )
     engine = VLLMEngine(config, api=FAKE_VLLM)
     await engine.start()
@@ -576,12 +605,18 @@ async def test_vllm_n_samples_in_one_engine_request():
     result = await engine.generate(chat)
     assert len(llm.calls) == 1
     prompt, params, request_id = llm.calls[0]
-    assert prompt == "<system>Be brief.<user>Hi<assistant>" and request_id == "req-1"
+    # Token ids, not a raw string: the template's text tokenized without adding special tokens again.
+    assert prompt == {
+        "type": "token",
+        "prompt": "<system> Be brief. <user> Hi <assistant>",
+        "prompt_token_ids": [8, 2, 6, 6, 2, 11],
+    }
+    assert request_id == "req-1"
     assert (params.n, params.temperature, params.top_p, params.max_tokens, params.seed) == (4, 0.3, 0.8, 64, 9)
     assert params.output_kind == "FINAL_ONLY" and params.stop is None
     assert [s.text for s in result.samples] == [f"sample {i} text" for i in range(4)]
     assert [s.finish_reason for s in result.samples] == ["stop", "length", "length", "length"]
-    assert result.prompt_tokens == 4 and result.completion_tokens == 12
+    assert result.prompt_tokens == 6 and result.completion_tokens == 12
     assert llm.aborted == [] and engine.stats.prefills == 1
     await engine.check_health()
     await engine.shutdown()
@@ -589,16 +624,24 @@ async def test_vllm_n_samples_in_one_engine_request():
 
 
 @module_loop
-async def test_vllm_stream_and_errors():
+async def test_vllm_plain_prompt_without_template_gets_special_tokens():
+    engine, llm = await fake_vllm_engine()
+    engine._tokenizer.chat_template = None
+    await engine.generate(request("What is 2+3?", n=1))
+    assert llm.calls[0][0]["prompt_token_ids"] == [0, 4, 2, 4]  # [0]: the special token the tokenizer adds
+
+
+@module_loop
+async def test_vllm_stream_counts_tokens_and_aborts_on_cancel():
     engine, llm = await fake_vllm_engine()
     deltas = [d async for d in engine.stream(request(n=2, stop=("###",)))]
     assert llm.calls[0][1].output_kind == "DELTA" and llm.calls[0][1].stop == ["###"]
     text = {i: "".join(d.text for d in deltas if d.index == i) for i in (0, 1)}
     assert text == {0: "alpha0 beta0 ", 1: "alpha1 beta1 "}
     assert [(d.index, d.finish_reason, d.completion_tokens) for d in deltas if d.finish_reason] == [(0, "stop", 2), (1, "stop", 2)]
-
-    with pytest.raises(PromptTooLong, match="maximum model length"):
-        await engine.generate(request(prompt="x" * 60))
+    stats = engine.stats
+    assert (stats.requests, stats.prefills, stats.samples, stats.completion_tokens) == (1, 1, 2, 4)
+    assert stats.prompt_tokens == 5  # "<user> What is 2+3? <assistant>": 5 fake tokens
 
     llm.block = True
     task = asyncio.ensure_future(engine.generate(GenerationRequest(SamplingSpec(), prompt="hi", request_id="gone")))
@@ -611,6 +654,54 @@ async def test_vllm_stream_and_errors():
 
 
 @module_loop
+async def test_vllm_greedy_n_samples_are_one_sequence():
+    engine, llm = await fake_vllm_engine()
+    result = await engine.generate(request(n=3, temperature=0.0))
+    assert llm.calls[-1][1].n == 1  # vLLM refuses n > 1 with greedy sampling; it is one sequence anyway
+    assert [(s.index, s.text) for s in result.samples] == [(0, "sample 0 text"), (1, "sample 0 text"), (2, "sample 0 text")]
+    assert engine.stats.samples == 3 and engine.stats.prefills == 1
+    deltas = [d async for d in engine.stream(request(n=3, temperature=0.0))]
+    text = {i: "".join(d.text for d in deltas if d.index == i) for i in range(3)}
+    assert text == {0: "alpha0 beta0 ", 1: "alpha0 beta0 ", 2: "alpha0 beta0 "}
+    assert sorted(d.index for d in deltas if d.finish_reason) == [0, 1, 2]
+    await engine.shutdown()
+
+
+@module_loop
+async def test_vllm_errors_become_engine_errors():
+    engine, llm = await fake_vllm_engine(max_model_len=16)
+    with pytest.raises(PromptTooLong, match="17 tokens, longer than its context of 16"):  # refused before vLLM
+        await engine.generate(request(prompt=" ".join(["word"] * 15)))
+    assert llm.calls == []
+
+    llm.fail_with = ValueError("The decoder prompt is longer than the maximum model length")  # older vLLM
+    with pytest.raises(PromptTooLong, match="maximum model length"):
+        await engine.generate(request())
+    llm.fail_with = FakeValidationError("The decoder prompt (length 9) is longer than the maximum model length of 8")
+    with pytest.raises(PromptTooLong, match="maximum model length"):  # vLLM 0.32: not a ValueError
+        await engine.generate(request())
+    llm.fail_with = FakeValidationError("top_k must be -1 or at least 1")
+    with pytest.raises(InvalidRequest, match="top_k"):
+        await engine.generate(request())
+    llm.fail_with = FakeServerError("scheduler hiccup")
+    with pytest.raises(EngineUnavailable, match="scheduler hiccup"):
+        await engine.generate(request())
+    await engine.check_health()  # a failed request is not a dead engine
+
+    llm.fail_with = FakeEngineDeadError("EngineCore encountered an issue")
+    with pytest.raises(EngineDead, match="engine died"):
+        async for _ in engine.stream(request()):
+            pass
+    with pytest.raises(EngineDead):  # and stays dead: health fails, so Ray Serve replaces the replica
+        await engine.check_health()
+    calls = len(llm.calls)
+    with pytest.raises(EngineDead):
+        await engine.generate(request())
+    assert len(llm.calls) == calls  # not sent to a dead engine
+    await engine.shutdown()
+
+
+@module_loop
 async def test_vllm_not_installed_is_failed_precondition():
     try:
         import vllm  # noqa: F401
@@ -619,7 +710,7 @@ async def test_vllm_not_installed_is_failed_precondition():
     except ImportError:
         pass
     engine = create_engine(ModelConfig(name="q", backend="vllm", model_id="Qwen/Qwen2.5-7B-Instruct"))
-    with pytest.raises(EngineNotInstalled, match="avengers\\[vllm\\]"):
+    with pytest.raises(EngineNotInstalled, match="setup_vllm.sh"):
         await engine.start()
     with pytest.raises(ValueError, match="needs model_id"):
         ModelConfig(name="q", backend="vllm")

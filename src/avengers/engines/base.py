@@ -118,11 +118,15 @@ class EngineStats:
     samples: int = 0
 
     def record(self, result: GenerationResult, prefills: int = 1) -> None:
+        self.record_counts(result.prompt_tokens, result.completion_tokens, len(result.samples), prefills)
+
+    def record_counts(self, prompt_tokens: int, completion_tokens: int, samples: int, prefills: int = 1) -> None:
+        """One finished request (streams count themselves with this: they have no GenerationResult)."""
         self.requests += 1
         self.prefills += prefills
-        self.prompt_tokens += result.prompt_tokens
-        self.completion_tokens += result.completion_tokens
-        self.samples += len(result.samples)
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.samples += samples
 
 
 class Engine(ABC):
