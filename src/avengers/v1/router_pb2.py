@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from avengers.v1 import common_pb2 as avengers_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61vengers/v1/router.proto\x12\x0b\x61vengers.v1\x1a\x18\x61vengers/v1/common.proto\"\xbc\x01\n\x0cRouteRequest\x12\x0f\n\x05query\x18\x01 \x01(\tH\x00\x12(\n\tembedding\x18\x02 \x01(\x0b\x32\x13.avengers.v1.VectorH\x00\x12\r\n\x05top_n\x18\x03 \x01(\r\x12.\n\x08strategy\x18\x04 \x01(\x0e\x32\x1c.avengers.v1.RoutingStrategy\x12\r\n\x05top_k\x18\x05 \x01(\r\x12\x11\n\x04\x62\x65ta\x18\x06 \x01(\x01H\x01\x88\x01\x01\x42\x07\n\x05inputB\x07\n\x05_beta\"D\n\x0f\x43lusterDistance\x12\x0f\n\x07\x63luster\x18\x01 \x01(\r\x12\x10\n\x08\x64istance\x18\x02 \x01(\x01\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\xd3\x01\n\rRouteResponse\x12\x0f\n\x07\x63luster\x18\x01 \x01(\r\x12\x10\n\x08\x64istance\x18\x02 \x01(\x01\x12\'\n\x06models\x18\x03 \x03(\x0b\x32\x17.avengers.v1.ModelScore\x12\x16\n\x0erouter_version\x18\x04 \x01(\t\x12.\n\x08\x63lusters\x18\x05 \x03(\x0b\x32\x1c.avengers.v1.ClusterDistance\x12.\n\x08strategy\x18\x06 \x01(\x0e\x32\x1c.avengers.v1.RoutingStrategy\"\x16\n\x14GetRouterInfoRequest\"\xf7\x01\n\nRouterInfo\x12\x16\n\x0erouter_version\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x14\n\x0cnum_clusters\x18\x03 \x01(\r\x12\x16\n\x0e\x65mbedder_model\x18\x04 \x01(\t\x12\x11\n\tdimension\x18\x05 \x01(\r\x12:\n\nfit_params\x18\x06 \x03(\x0b\x32&.avengers.v1.RouterInfo.FitParamsEntry\x12\x12\n\ncreated_at\x18\x07 \x01(\t\x1a\x30\n\x0e\x46itParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*l\n\x0fRoutingStrategy\x12 \n\x1cROUTING_STRATEGY_UNSPECIFIED\x10\x00\x12\x1c\n\x18ROUTING_STRATEGY_NEAREST\x10\x01\x12\x19\n\x15ROUTING_STRATEGY_SOFT\x10\x02\x32\x95\x01\n\x06Router\x12>\n\x05Route\x12\x19.avengers.v1.RouteRequest\x1a\x1a.avengers.v1.RouteResponse\x12K\n\rGetRouterInfo\x12!.avengers.v1.GetRouterInfoRequest\x1a\x17.avengers.v1.RouterInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61vengers/v1/router.proto\x12\x0b\x61vengers.v1\x1a\x18\x61vengers/v1/common.proto\"\x8b\x02\n\x0cRouteRequest\x12\x0f\n\x05query\x18\x01 \x01(\tH\x00\x12(\n\tembedding\x18\x02 \x01(\x0b\x32\x13.avengers.v1.VectorH\x00\x12\r\n\x05top_n\x18\x03 \x01(\r\x12.\n\x08strategy\x18\x04 \x01(\x0e\x32\x1c.avengers.v1.RoutingStrategy\x12\r\n\x05top_k\x18\x05 \x01(\r\x12\x11\n\x04\x62\x65ta\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05\x61lpha\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12/\n\x08\x64istance\x18\x08 \x01(\x0e\x32\x1d.avengers.v1.CentroidDistanceB\x07\n\x05inputB\x07\n\x05_betaB\x08\n\x06_alpha\"D\n\x0f\x43lusterDistance\x12\x0f\n\x07\x63luster\x18\x01 \x01(\r\x12\x10\n\x08\x64istance\x18\x02 \x01(\x01\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\xf4\x01\n\rRouteResponse\x12\x0f\n\x07\x63luster\x18\x01 \x01(\r\x12\x10\n\x08\x64istance\x18\x02 \x01(\x01\x12\'\n\x06models\x18\x03 \x03(\x0b\x32\x17.avengers.v1.ModelScore\x12\x16\n\x0erouter_version\x18\x04 \x01(\t\x12.\n\x08\x63lusters\x18\x05 \x03(\x0b\x32\x1c.avengers.v1.ClusterDistance\x12.\n\x08strategy\x18\x06 \x01(\x0e\x32\x1c.avengers.v1.RoutingStrategy\x12\r\n\x05\x61lpha\x18\x07 \x01(\x01\x12\x10\n\x08\x65xplored\x18\x08 \x01(\x08\"\x16\n\x14GetRouterInfoRequest\"\xbd\x02\n\nRouterInfo\x12\x16\n\x0erouter_version\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x14\n\x0cnum_clusters\x18\x03 \x01(\r\x12\x16\n\x0e\x65mbedder_model\x18\x04 \x01(\t\x12\x11\n\tdimension\x18\x05 \x01(\r\x12:\n\nfit_params\x18\x06 \x03(\x0b\x32&.avengers.v1.RouterInfo.FitParamsEntry\x12\x12\n\ncreated_at\x18\x07 \x01(\t\x12\x12\n\nstrategies\x18\x08 \x03(\t\x12\x11\n\thas_costs\x18\t \x01(\x08\x12\x1d\n\x15\x66\x65\x65\x64\x62\x61\x63k_observations\x18\n \x01(\x04\x1a\x30\n\x0e\x46itParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xf9\x01\n\x0fRoutingStrategy\x12 \n\x1cROUTING_STRATEGY_UNSPECIFIED\x10\x00\x12\x1c\n\x18ROUTING_STRATEGY_NEAREST\x10\x01\x12\x19\n\x15ROUTING_STRATEGY_SOFT\x10\x02\x12\x18\n\x14ROUTING_STRATEGY_KNN\x10\x03\x12\x19\n\x15ROUTING_STRATEGY_HKNN\x10\x04\x12\x1d\n\x19ROUTING_STRATEGY_LOGISTIC\x10\x05\x12\x17\n\x13ROUTING_STRATEGY_MF\x10\x06\x12\x1e\n\x1aROUTING_STRATEGY_SHRINKAGE\x10\x07*t\n\x10\x43\x65ntroidDistance\x12!\n\x1d\x43\x45NTROID_DISTANCE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43\x45NTROID_DISTANCE_EUCLIDEAN\x10\x01\x12\x1c\n\x18\x43\x45NTROID_DISTANCE_COSINE\x10\x02\x32\x95\x01\n\x06Router\x12>\n\x05Route\x12\x19.avengers.v1.RouteRequest\x1a\x1a.avengers.v1.RouteResponse\x12K\n\rGetRouterInfo\x12!.avengers.v1.GetRouterInfoRequest\x1a\x17.avengers.v1.RouterInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,20 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROUTERINFO_FITPARAMSENTRY']._loaded_options = None
   _globals['_ROUTERINFO_FITPARAMSENTRY']._serialized_options = b'8\001'
-  _globals['_ROUTINGSTRATEGY']._serialized_start=816
-  _globals['_ROUTINGSTRATEGY']._serialized_end=924
+  _globals['_ROUTINGSTRATEGY']._serialized_start=999
+  _globals['_ROUTINGSTRATEGY']._serialized_end=1248
+  _globals['_CENTROIDDISTANCE']._serialized_start=1250
+  _globals['_CENTROIDDISTANCE']._serialized_end=1366
   _globals['_ROUTEREQUEST']._serialized_start=68
-  _globals['_ROUTEREQUEST']._serialized_end=256
-  _globals['_CLUSTERDISTANCE']._serialized_start=258
-  _globals['_CLUSTERDISTANCE']._serialized_end=326
-  _globals['_ROUTERESPONSE']._serialized_start=329
-  _globals['_ROUTERESPONSE']._serialized_end=540
-  _globals['_GETROUTERINFOREQUEST']._serialized_start=542
-  _globals['_GETROUTERINFOREQUEST']._serialized_end=564
-  _globals['_ROUTERINFO']._serialized_start=567
-  _globals['_ROUTERINFO']._serialized_end=814
-  _globals['_ROUTERINFO_FITPARAMSENTRY']._serialized_start=766
-  _globals['_ROUTERINFO_FITPARAMSENTRY']._serialized_end=814
-  _globals['_ROUTER']._serialized_start=927
-  _globals['_ROUTER']._serialized_end=1076
+  _globals['_ROUTEREQUEST']._serialized_end=335
+  _globals['_CLUSTERDISTANCE']._serialized_start=337
+  _globals['_CLUSTERDISTANCE']._serialized_end=405
+  _globals['_ROUTERESPONSE']._serialized_start=408
+  _globals['_ROUTERESPONSE']._serialized_end=652
+  _globals['_GETROUTERINFOREQUEST']._serialized_start=654
+  _globals['_GETROUTERINFOREQUEST']._serialized_end=676
+  _globals['_ROUTERINFO']._serialized_start=679
+  _globals['_ROUTERINFO']._serialized_end=996
+  _globals['_ROUTERINFO_FITPARAMSENTRY']._serialized_start=948
+  _globals['_ROUTERINFO_FITPARAMSENTRY']._serialized_end=996
+  _globals['_ROUTER']._serialized_start=1369
+  _globals['_ROUTER']._serialized_end=1518
 # @@protoc_insertion_point(module_scope)
