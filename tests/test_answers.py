@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import sys
 import time
 
 import pytest
@@ -44,6 +46,16 @@ def test_registry_knows_every_task_type():
         ["\\pi/2", "\\frac{\\pi}{2}", "0.5\\pi"],
         ["(1, 2)", "(1,2)", "\\left( 1, 2 \\right)", "(1, 4/2)"],
         ["\\text{Monday}", "Monday", "monday"],
+        # found by the differential test against math-verify (tests/test_latex_differential.py)
+        ["\\boxed{5}", "5", "\\fbox{5}"],
+        ["7(\u221a3 \u2013 1)", "7\\sqrt{3}-7", "7(\\sqrt{3} - 1)", "7(\u221a3 \u2212 1)"],
+        ["\u221a12", "2\\sqrt{3}", "\\sqrt{12}"],
+        ["2\u03c0", "2\\pi"],
+        ["4 1/3", "13/3", "4\\frac{1}{3}", "4 1/3 km/h", "4 \\frac{1}{3} km/h"],
+        ["9 \u00bd", "9.5"],
+        ["(a-b)/2y", "\\frac{a-b}{2y}", "(a\u2212b)/2y"],
+        ["1/2x", "\\frac{1}{2x}"],
+        ["12 m/s", "12"],
     ],
 )
 def test_equivalent_math_answers_share_a_key(math, forms):
@@ -60,6 +72,10 @@ def test_equivalent_math_answers_share_a_key(math, forms):
         ("(1,2)", "(2,1)"),
         ("50", "0.5"),
         ("\\sqrt{2}", "1.414"),
+        ("2% profit", "2% loss"),
+        ("5 am", "5 pm"),
+        ("3 pi", "3"),
+        ("(ay-by)/2", "(a-b)/2y"),
     ],
 )
 def test_different_math_answers_differ(math, left, right):
@@ -99,7 +115,6 @@ def test_boxed_needs_balanced_braces():
 @pytest.mark.parametrize(
     "hostile",
     [
-        "__import__('os').system('touch /tmp/pwned')",
         "9^9^9^9",
         "10^{10^{10}}",
         "2^{99999999}",
@@ -117,11 +132,37 @@ def test_boxed_needs_balanced_braces():
         "(1+\\sqrt{2}+\\sqrt{3}+\\sqrt{5})^{30}",
     ],
 )
-def test_hostile_math_is_bounded_and_never_evaluated(math, hostile):
+def test_hostile_math_is_bounded(math, hostile):
     started = time.monotonic()
     key = math.normalise(hostile)
     assert key is None or isinstance(key, str)
     assert time.monotonic() - started < 30  # guards a hang; not a speed assertion
+
+
+HOSTILE_CODE = [
+    "__import__('os').system('touch {marker}')",
+    "open('{marker}', 'w').write('x')",
+    "__import__('pathlib').Path('{marker}').touch()",
+    "exec(\"open('{marker}', 'w')\")",
+    "eval(\"__import__('os').mkdir('{marker}')\")",
+    "__import__('builtins').__setattr__('avengers_pwned', 1)",
+    "setattr(__import__('sys'), 'avengers_pwned', 1)",
+    "[c for c in ().__class__.__base__.__subclasses__() if c.__name__ == 'Popen'][0](['touch', '{marker}'])",
+]
+
+
+@pytest.mark.parametrize("template", HOSTILE_CODE)
+def test_hostile_math_is_never_evaluated(math, template, tmp_path):
+    """Python in an answer is text: the file it would create does not exist and the globals it would set are
+    unset, whether it comes as the raw answer, boxed, after "Answer:" or in math delimiters."""
+    marker = tmp_path / "pwned"
+    code = template.format(marker=marker)
+    for text in (code, f"The answer is \\boxed{{{code}}}.", f"Answer: {code}", f"Answer: ${code}$"):
+        key = math.key(text)
+        assert key is None or isinstance(key, str)
+        assert math.normalise(code) is None or isinstance(math.normalise(code), str)
+    assert not marker.exists()
+    assert not hasattr(builtins, "avengers_pwned") and not hasattr(sys, "avengers_pwned")
 
 
 def test_symbolic_comparison_can_be_turned_off():

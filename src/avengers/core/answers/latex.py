@@ -94,8 +94,8 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
 class _MathParser:
     """Recursive descent over LaTeX/plain math tokens, building sympy objects (no eval).
 
-    Grammar: expr := term (('+'|'-') term)*; term := unary (('*'|'/'|implicit) unary)*;
-    unary := ('-'|'+') unary | power; power := postfix ('^' unary)?; postfix := atom '!'*;
+    Grammar: expr := term (('+'|'-') term)*; term := product (('*'|'/') product)*; product := unary power*
+    (implicit multiplication); unary := ('-'|'+') unary | power; power := postfix ('^' unary)?; postfix := atom '!'*;
     atom := number | name | function atom | \\frac{..}{..} | \\sqrt[n]{..} | (expr) | {expr}.
     """
 
@@ -155,23 +155,30 @@ class _MathParser:
         return value in ("(", "{", "[")
 
     def term(self) -> Any:
-        value = self.unary()
+        value = self.product()
         while True:
             token = self.peek()
             if token in (("op", "*"), ("cmd", "cdot"), ("cmd", "times")):
                 self.take()
-                value = value * self.unary()
+                value = value * self.product()
             elif token in (("op", "/"), ("cmd", "div")):
                 self.take()
-                divisor = self.unary()
+                divisor = self.product()
                 if divisor == 0:
                     raise MathParseError("division by zero")
                 value = value / divisor
-            elif self.starts_atom(token):
-                value = value * self.power()
             else:
                 return value
             self.count()
+
+    def product(self) -> Any:
+        """Implicit multiplication, which binds tighter than ``*`` and ``/``: "1/2x" is 1/(2x), "(a-b)/2y" is
+        (a-b)/(2y), as math-verify (latex2sympy) and most authors read them."""
+        value = self.unary()
+        while self.starts_atom(self.peek()):
+            value = value * self.power()
+            self.count()
+        return value
 
     def unary(self) -> Any:
         token = self.peek()

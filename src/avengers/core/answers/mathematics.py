@@ -14,7 +14,13 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-from avengers.core.answers.base import TEXT_COMMAND, AnswerExtractor, last_boxed, register_extractor
+from avengers.core.answers.base import (
+    TEXT_COMMAND,
+    AnswerExtractor,
+    balanced_group,
+    last_boxed,
+    register_extractor,
+)
 from avengers.core.answers.latex import KNOWN_WORDS, MathLimits, MathParseError, parse_expression
 
 MAX_NUMBER_CHARS = 1000
@@ -35,16 +41,37 @@ _LATEX_FRACTION = re.compile(
     r"([-+]?)\\[dt]?frac\s*\{\s*([-+]?\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}"
 )
 _MIXED_NUMBER = re.compile(r"(\d+)\s*\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
-_NUMBER_WITH_UNIT = re.compile(r"([-+]?[\d.,/]*\d)\s+([A-Za-z][A-Za-z .]+)")
+_PLAIN_MIXED_NUMBER = re.compile(r"(\d+)\s+(\d+)\s*/\s*(\d+)")
+_NUMBER_WITH_UNIT = re.compile(
+    r"([-+]?(?:\d+\s*\\frac\s*\{\d+\}\s*\{\d+\}|\d+\s+\d+/\d+|[\d.,/]*\d))\s+([A-Za-z][A-Za-z ./]*)"
+)
 _ASSIGNMENT = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?\s*=\s*([^=]+)")
+_WHOLE_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+SENSE_WORDS = frozenset({
+    "profit", "loss", "gain", "am", "pm", "increase", "decrease", "more", "less", "older", "younger",
+    "before", "after", "ago", "later", "north", "south", "east", "west", "left", "right", "up", "down",
+    "above", "below", "faster", "slower", "not",
+})  # fmt: skip
+"""Words after a number that change what it means ("2% profit" is not "2% loss"): kept, unlike units."""
+_UNICODE_MATH = str.maketrans({
+    "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u00d7": "*", "\u22c5": "*", "\u00b7": "*", "\u00f7": "/",
+    "\u03c0": "\\pi ", "\u00b2": "^2", "\u00b3": "^3", "\u00bd": "\\frac{1}{2}", "\u00bc": "\\frac{1}{4}",
+    "\u00be": "\\frac{3}{4}",
+})  # fmt: skip
+"""Unicode math as plain text writes it ("7(\u221a3 \u2013 1)", "2\u03c0", "9 \u00bd"): en/em dash and minus sign,
+times, dot, division, pi, squared, cubed, halves and quarters."""
+_UNICODE_ROOT = re.compile(r"\u221a\s*(\d+(?:\.\d+)?|[A-Za-z])")
 
 
 def clean_math(answer: str) -> str:
     """Strip LaTeX decoration, units and currency from a raw math answer (no parsing)."""
-    s = answer.strip()
+    s = answer.strip().translate(_UNICODE_MATH)
+    s = _UNICODE_ROOT.sub(r"\\sqrt{\1}", s).replace("\u221a", "\\sqrt")  # √12 is sqrt(12), \sqrt12 is sqrt(1)*2
     for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         while s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
             s = s[len(left) : len(s) - len(right)].strip()
+    if (boxed := _WHOLE_BOXED.match(s)) and (group := balanced_group(s, boxed.end() - 1)) and group[1] == len(s):
+        s = group[0].strip()  # a gold answer written "\boxed{5}"
     s = s.replace("{,}", ",").replace("\\displaystyle", "").replace("\\$", "").replace("$", "")
     s = s.replace("\\%", "").replace("%", "")
     s = _DEGREES.sub("", s)
@@ -57,7 +84,9 @@ def clean_math(answer: str) -> str:
         s = assignment.group(1).strip()
     unit = _NUMBER_WITH_UNIT.fullmatch(s)
     if unit and len(unit.group(2).strip()) >= 2:
-        s = unit.group(1)
+        words = set(re.findall(r"[a-z]+", unit.group(2).lower()))
+        if not words & (SENSE_WORDS | KNOWN_WORDS):  # "5 dollars" is 5; "2% loss" and "3 pi" are not 2 and 3
+            s = unit.group(1)
     return s.strip()
 
 
@@ -77,6 +106,10 @@ def exact_number(s: str) -> Fraction | None:
             return None
         value = Fraction(m.group(2)) / denominator
         return -value if m.group(1) == "-" else value
+    if m := _PLAIN_MIXED_NUMBER.fullmatch(s):  # "4 1/3" is 13/3
+        if int(m.group(3)) == 0:
+            return None
+        return int(m.group(1)) + Fraction(int(m.group(2)), int(m.group(3)))
     if m := _MIXED_NUMBER.fullmatch(s):
         if int(m.group(3)) == 0:
             return None
