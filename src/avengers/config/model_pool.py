@@ -13,8 +13,21 @@ from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, mod
 
 from avengers.config.base import ConfigModel
 from avengers.config.server import ServerConfig
+from avengers.registry import registry
 
-EngineBackend = Literal["vllm", "openai", "llama_cpp", "replay"]
+ENGINES = registry(
+    "engine backend",
+    # the module that registers each built-in backend, imported on first use so optional libraries stay optional
+    modules={
+        "vllm": "avengers.engines.vllm",
+        "openai": "avengers.engines.openai_http",
+        "llama_cpp": "avengers.engines.llama_cpp",
+        "replay": "avengers.engines.replay",
+    },
+)
+"""Generation engines by backend name (:mod:`avengers.engines`)."""
+
+EngineBackend = ENGINES.name_field()
 DEFAULT_GRPC_PORT = 9000
 DEFAULT_APP_NAME = "model_pool"
 DEFAULT_MODEL_NAME = "smollm2-135m"

@@ -12,12 +12,11 @@ model pool maps them to gRPC statuses at its servicer (:mod:`avengers.services.m
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from avengers.config.model_pool import ModelConfig
+from avengers.config.model_pool import ENGINES, ModelConfig
 from avengers.engines.errors import (  # noqa: F401 - re-exported: engines import their errors from here
     EngineDead,
     EngineError,
@@ -169,40 +168,26 @@ class Engine(ABC):
 
 
 EngineFactory = Callable[[ModelConfig], Engine]
-_REGISTRY: dict[str, EngineFactory] = {}
-
-# Module that registers each built-in backend; imported on first use so optional libraries stay optional.
-BUILTIN_BACKEND_MODULES: dict[str, str] = {
-    "vllm": "avengers.engines.vllm",
-    "openai": "avengers.engines.openai_http",
-    "llama_cpp": "avengers.engines.llama_cpp",
-    "replay": "avengers.engines.replay",
-}
 
 
 def register_engine(name: str) -> Callable[[type[Engine]], type[Engine]]:
-    """Class decorator: make an engine class available as backend ``name``."""
+    """Class decorator: make an engine class available as backend ``name`` (``ModelConfig.backend``)."""
 
     def wrap(cls: type[Engine]) -> type[Engine]:
         cls.backend = name
-        _REGISTRY[name] = cls
-        return cls
+        return ENGINES.register(name)(cls)
 
     return wrap
 
 
 def available_engines() -> list[str]:
     """Backend names that can be configured (their libraries may still be missing)."""
-    return sorted(set(_REGISTRY) | set(BUILTIN_BACKEND_MODULES))
+    return ENGINES.names()
 
 
 def engine_class(backend: str) -> EngineFactory:
-    if backend not in _REGISTRY and backend in BUILTIN_BACKEND_MODULES:
-        importlib.import_module(BUILTIN_BACKEND_MODULES[backend])
-    try:
-        return _REGISTRY[backend]
-    except KeyError:
-        raise ValueError(f"unknown engine backend {backend!r}; available: {available_engines()}") from None
+    """The engine class of ``backend`` (its module is imported now; ValueError for an unknown name)."""
+    return ENGINES.get(backend)
 
 
 def create_engine(config: ModelConfig) -> Engine:
