@@ -1,3 +1,5 @@
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -42,3 +44,75 @@ def test_disk_cache_reuses_vectors(tmp_path):
 def test_no_download_for_unknown_models():
     with pytest.raises(EmbeddingError, match="never downloaded"):
         resolve_model_path("some-org/some-model")
+
+
+# Texts of very different lengths (a few characters to past the model's 256-token window), with a duplicate,
+# in no particular order: length bucketing sorts them, groups them and must put every row back in place.
+VARIED_TEXTS = [
+    "What is 2 + 2?",
+    "Explain the difference between a list and a tuple in Python, with an example of when to prefer each. " * 3,
+    "Hi",
+    "A train leaves at 3 pm travelling 60 km/h; another leaves an hour later at 80 km/h. When does it catch up?",
+    "Summarise the history of the Roman Empire from Augustus to the fall of the West. " * 20,  # > 256 tokens
+    "Which planet is red?",
+    "What is 2 + 2?",
+    "Write a function that returns the nth Fibonacci number using memoisation, and state its complexity.",
+    "Name three rivers of Europe.",
+    "x" * 40,
+]
+
+
+@pytest.fixture(scope="module")
+def one_per_pass():
+    """The plain encode: one text per forward pass, so no padding at all."""
+    return create_embedder(EmbeddingConfig(batch_size=1))
+
+
+@pytest.fixture(scope="module")
+def bucketed():
+    """CPU default (batch_size None): texts sorted by length, each pass within batch_chars of padded text."""
+    return create_embedder(EmbeddingConfig(batch_chars=400))
+
+
+def forward_sizes(embedder, monkeypatch) -> list[int]:
+    """Records the number of texts of each forward pass the embedder makes."""
+    sizes: list[int] = []
+    forward = embedder._forward
+
+    def recording(texts, batch_size, show_progress=False):
+        sizes.append(len(texts))
+        return forward(texts, batch_size, show_progress)
+
+    monkeypatch.setattr(embedder, "_forward", recording)
+    return sizes
+
+
+def test_length_bucketed_encoding_returns_the_rows_of_a_plain_encode(one_per_pass, bucketed, monkeypatch):
+    sizes = forward_sizes(bucketed, monkeypatch)
+    together = bucketed.encode(VARIED_TEXTS)
+    # it really bucketed: several passes, short texts together, the long ones alone
+    assert len(sizes) > 1 and max(sizes) > 1 and sum(sizes) == len(VARIED_TEXTS)
+    alone = one_per_pass.encode(VARIED_TEXTS)
+    assert together.shape == alone.shape == (len(VARIED_TEXTS), 384)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_array_equal(together[0], together[6])  # the duplicate gets the same row
+    # and each row is the text's own: the nearest plain row of every bucketed row is the same index
+    nearest = (together @ alone.T).argmax(axis=1)
+    assert [VARIED_TEXTS[i] for i in nearest] == VARIED_TEXTS
+
+
+async def test_micro_batched_serving_returns_each_caller_its_own_rows(one_per_pass, bucketed):
+    from avengers.config.embedder_service import BatchingConfig
+    from avengers.serving.batched_embedder import BatchedEmbedder
+
+    requests = [VARIED_TEXTS[0:3], VARIED_TEXTS[3:4], VARIED_TEXTS[4:8], VARIED_TEXTS[8:]]
+    total = sum(map(len, requests))
+    # a batch runs once max_batch texts are queued (or after max_wait): every request joins one model call
+    serving = BatchedEmbedder(bucketed, BatchingConfig(max_batch=total, max_wait_ms=1000), max_text_chars=10_000)
+    try:
+        answers = await asyncio.gather(*(serving.embed(texts) for texts in requests))
+    finally:
+        await serving.close()
+    assert serving.batcher.stats.batches == 1 and serving.batcher.stats.largest_batch == total
+    for texts, rows in zip(requests, answers):
+        np.testing.assert_allclose(rows, one_per_pass.encode(texts), atol=1e-5)
