@@ -1,0 +1,291 @@
+"""Calibrate -> fit -> evaluate on one recording, with every choice made on the calibration split.
+
+1. **Split** each dataset's queries into calibration and test (rows with a ``split`` keep theirs; the others
+   by a seeded hash of their id, ``calibration_fraction`` of each dataset).
+2. **Label** every calibration query: each model's share of right samples (the labels format), the router's
+   training data. Test answers are graded only to score strategies, never to choose anything.
+3. **Choose on calibration** by k-fold cross-validation inside the calibration split: for each router K, the
+   router is fitted (``core.fit``) on the other folds' labels and routes the held-out fold; every strategy is
+   replayed there. The best single model is the single model with the best calibration accuracy; the best
+   ensemble is the (K, strategy) with the best cross-validated accuracy.
+4. **Fit** the router on the whole calibration split with the chosen K, route the test queries, replay every
+   strategy, and compare each with the best single model by a paired bootstrap.
+
+Accuracy is the mean over datasets of each dataset's accuracy (each dataset weighs the same).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from avengers.config.clustering import ClusteringConfig
+from avengers.config.evaluate import SelectionConfig
+from avengers.config.routing import RoutingConfig, ScoringConfig
+from avengers.core import ensemble
+from avengers.core.artifact import RouterArtifact
+from avengers.core.fit import fit_router_on_embeddings
+from avengers.core.labels import LabeledQuery, LabelSet
+from avengers.tools.end_to_end.bootstrap import macro_mean, paired_bootstrap
+from avengers.tools.end_to_end.replay import (
+    ROUTED,
+    SINGLE,
+    Replay,
+    SpecResults,
+    StrategySpec,
+    build_specs,
+    replay_many,
+)
+from avengers.tools.end_to_end.samples import Recording
+
+log = logging.getLogger(__name__)
+
+Ranking = tuple[ensemble.RankedModel, ...]
+
+
+def _hash_order(seed: int, ids: Sequence[str]) -> list[int]:
+    keys = [hashlib.sha256(f"{seed}|{i}".encode()).hexdigest() for i in ids]
+    return sorted(range(len(ids)), key=lambda j: keys[j])
+
+
+def assign_splits(recording: Recording, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of calibration queries (see the module docstring)."""
+    calibration = np.zeros(len(recording), dtype=bool)
+    free: dict[str, list[int]] = {}
+    for i, query in enumerate(recording.queries):
+        if query.split is not None:
+            calibration[i] = query.split == "calibration"
+        else:
+            free.setdefault(query.dataset, []).append(i)
+    for indices in free.values():
+        order = _hash_order(seed, [recording.queries[i].id for i in indices])
+        take = round(fraction * len(indices))
+        if len(indices) >= 2:
+            take = min(max(take, 1), len(indices) - 1)
+        for rank in order[:take]:
+            calibration[indices[rank]] = True
+    return calibration
+
+
+def assign_folds(recording: Recording, indices: Sequence[int], folds: int, seed: int) -> np.ndarray:
+    """Fold of each index (stratified by dataset, seeded)."""
+    out = np.zeros(len(indices), dtype=np.int64)
+    by_dataset: dict[str, list[int]] = {}
+    for j, index in enumerate(indices):
+        by_dataset.setdefault(recording.queries[index].dataset, []).append(j)
+    offset = 0
+    for positions in by_dataset.values():
+        order = _hash_order(seed + 1, [recording.queries[indices[j]].id for j in positions])
+        for rank, k in enumerate(order):
+            out[positions[k]] = (rank + offset) % folds
+        offset += len(positions)
+    return out
+
+
+def dataset_groups(recording: Recording, indices: Sequence[int]) -> dict[str, np.ndarray]:
+    """Positions in ``indices`` of each dataset's queries."""
+    groups: dict[str, list[int]] = {}
+    for j, index in enumerate(indices):
+        groups.setdefault(recording.queries[index].dataset, []).append(j)
+    return {d: np.array(g, dtype=np.int64) for d, g in groups.items()}
+
+
+@dataclass
+class RouterFit:
+    """A router fitted with ``core.fit`` on calibration labels, and the ranking of every model per query."""
+
+    artifact: RouterArtifact
+    rankings: list[Ranking]
+
+
+def fit_and_route(
+    recording: Recording,
+    scores: np.ndarray,
+    embeddings: np.ndarray,
+    fit_indices: Sequence[int],
+    route_indices: Sequence[int],
+    clusters: int,
+    selection: SelectionConfig,
+    embedder_name: str,
+) -> RouterFit:
+    """Fit on the labels of ``fit_indices`` (rows of ``scores`` in that order) and rank every model for each
+    query of ``route_indices``."""
+    models = recording.models
+    rows = [
+        LabeledQuery(
+            q.id, q.dataset, "calibration", q.query, {m: float(v) for m, v in zip(models, score_row)}
+        )
+        for q, score_row in zip((recording.queries[i] for i in fit_indices), scores)
+    ]
+    labels = LabelSet(rows=rows, models=list(models), source="calibration split")
+    artifact = fit_router_on_embeddings(
+        labels,
+        embeddings[list(fit_indices)],
+        embedder_name,
+        ClusteringConfig(k=min(clusters, len(rows)), seed=selection.seed),
+        ScoringConfig(smoothing=selection.smoothing),
+        selection.routing,
+    )
+    router = artifact.router(RoutingConfig(**{**selection.routing.to_dict(), "top_n": len(models)}))
+    routes = router.route_batch(embeddings[list(route_indices)], top_n=len(models))
+    rankings = [
+        tuple(ensemble.RankedModel(models[m], float(s)) for m, s in zip(route.models, route.scores)) for route in routes
+    ]
+    return RouterFit(artifact, rankings)
+
+
+@dataclass
+class StrategyScore:
+    """A strategy on the test split."""
+
+    spec: StrategySpec
+    results: SpecResults
+    accuracy: float
+    per_dataset: dict[str, float]
+    tokens_per_dataset: dict[str, int]
+    calibration_accuracy: float | None = None
+    """Routed: cross-validated accuracy at the chosen K; others: accuracy on the calibration split."""
+    difference: float | None = None
+    ci95: tuple[float, float] | None = None
+    """95% paired bootstrap interval of accuracy minus the best single model's."""
+
+
+@dataclass
+class Evaluation:
+    recording: Recording
+    calibration: np.ndarray
+    test_indices: np.ndarray
+    specs: list[StrategySpec]
+    scores: dict[str, StrategyScore]
+    best_single: str
+    best_ensemble: str
+    clusters: int
+    cv_accuracy: dict[int, dict[str, float]]
+    """Cross-validated calibration accuracy of every routed strategy per router K."""
+    calibration_accuracy: dict[str, float]
+    """Calibration accuracy of the single-model baselines and the oracle."""
+    router: RouterArtifact
+    selection: SelectionConfig
+    datasets: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Queries per dataset in each split."""
+
+
+def _tried_clusters(selection: SelectionConfig, fit_size: int) -> list[int]:
+    tried = [k for k in selection.clusters if k * selection.min_queries_per_cluster <= fit_size]
+    return tried or [1]
+
+
+def evaluate_recording(
+    recording: Recording,
+    embeddings: np.ndarray,
+    embedder_name: str,
+    selection: SelectionConfig | None = None,
+    *,
+    n: int = 10,
+    replay: Replay | None = None,
+    progress: bool = False,
+    status: Callable[[str], None] | None = None,
+) -> Evaluation:
+    """Split, choose on calibration, evaluate on test (the module docstring)."""
+    selection = selection or SelectionConfig()
+    say = status or (lambda message: log.info("%s", message))
+    replay = replay or Replay(recording)
+    calibration = assign_splits(recording, selection.calibration_fraction, selection.seed)
+    cal_indices = np.flatnonzero(calibration)
+    test_indices = np.flatnonzero(~calibration)
+    if len(cal_indices) < 2:
+        raise ValueError(f"{recording.source}: {len(cal_indices)} calibration queries; at least 2 are needed")
+    if len(test_indices) < 1:
+        raise ValueError(f"{recording.source}: no test queries")
+    specs = build_specs(recording.models, recording.samples_per_model(), n)
+    say(f"grading {sum(1 for _ in recording.rows())} samples of {len(recording.models)} models")
+    cal_scores = replay.score_matrix(cal_indices)
+
+    cal_groups = list(dataset_groups(recording, cal_indices).values())
+    fixed = replay_many(replay, [s for s in specs if s.kind != ROUTED], cal_indices)
+    calibration_accuracy = {name: macro_mean(r.correct.astype(float), cal_groups) for name, r in fixed.items()}
+
+    folds = assign_folds(recording, cal_indices, min(selection.folds, len(cal_indices)), selection.seed)
+    fold_ids = sorted(set(folds.tolist()))
+    smallest_fit = min(int((folds != f).sum()) for f in fold_ids) if len(fold_ids) > 1 else len(cal_indices)
+    routed = [s for s in specs if s.kind == ROUTED]
+    cv_accuracy: dict[int, dict[str, float]] = {}
+    tried = _tried_clusters(selection, smallest_fit)
+    bar = tqdm(total=len(tried) * len(fold_ids), desc="choosing on calibration", unit="fold", disable=not progress)
+    for clusters in tried:
+        correct = {s.name: np.zeros(len(cal_indices), dtype=bool) for s in routed}
+        for fold in fold_ids:
+            held = np.flatnonzero(folds == fold)
+            train = np.flatnonzero(folds != fold) if len(fold_ids) > 1 else held
+            fitted = fit_and_route(
+                recording, cal_scores[train], embeddings, cal_indices[train], cal_indices[held], clusters, selection,
+                embedder_name,
+            )
+            results = replay_many(replay, routed, cal_indices[held], fitted.rankings)
+            for name, result in results.items():
+                correct[name][held] = result.correct
+            bar.update()
+        cv_accuracy[clusters] = {name: macro_mean(c.astype(float), cal_groups) for name, c in correct.items()}
+    bar.close()
+
+    singles = [s for s in specs if s.kind == SINGLE and s.mode == "greedy"]
+    best_single = max(singles, key=lambda s: (calibration_accuracy[s.name], -singles.index(s))).name
+    order = {s.name: i for i, s in enumerate(routed)}
+    cost = {s.name: s.n for s in routed}
+    clusters, best_ensemble = max(
+        ((k, name) for k, table in cv_accuracy.items() for name in table),
+        key=lambda kn: (round(cv_accuracy[kn[0]][kn[1]], 12), -cost[kn[1]], -kn[0], -order[kn[1]]),
+    )
+    say(
+        f"chosen on calibration: best single {best_single} ({calibration_accuracy[best_single]:.4f}); "
+        f"best ensemble {best_ensemble} at K={clusters} (cross-validated {cv_accuracy[clusters][best_ensemble]:.4f})"
+    )
+
+    fitted = fit_and_route(
+        recording, cal_scores, embeddings, cal_indices, test_indices, clusters, selection, embedder_name
+    )
+    results = replay_many(replay, specs, test_indices, fitted.rankings)
+    groups = dataset_groups(recording, test_indices)
+    group_list = list(groups.values())
+    base = results[best_single].correct.astype(float)
+    scores: dict[str, StrategyScore] = {}
+    for spec in specs:
+        result = results[spec.name]
+        correct = result.correct.astype(float)
+        observed, low, high = paired_bootstrap(correct - base, group_list, selection.bootstrap, selection.seed)
+        scores[spec.name] = StrategyScore(
+            spec=spec,
+            results=result,
+            accuracy=macro_mean(correct, group_list),
+            per_dataset={d: float(correct[g].mean()) for d, g in groups.items()},
+            tokens_per_dataset={d: int(result.tokens[g].sum()) for d, g in groups.items()},
+            calibration_accuracy=(
+                cv_accuracy[clusters].get(spec.name) if spec.kind == ROUTED else calibration_accuracy.get(spec.name)
+            ),
+            difference=observed,
+            ci95=(low, high),
+        )
+    datasets: dict[str, dict[str, int]] = {}
+    for i, query in enumerate(recording.queries):
+        entry = datasets.setdefault(query.dataset, {"calibration": 0, "test": 0})
+        entry["calibration" if calibration[i] else "test"] += 1
+    return Evaluation(
+        recording=recording,
+        calibration=calibration,
+        test_indices=test_indices,
+        specs=specs,
+        scores=scores,
+        best_single=best_single,
+        best_ensemble=best_ensemble,
+        clusters=clusters,
+        cv_accuracy=cv_accuracy,
+        calibration_accuracy=calibration_accuracy,
+        router=fitted.artifact,
+        selection=selection,
+        datasets=datasets,
+    )
