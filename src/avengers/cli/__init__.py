@@ -10,7 +10,7 @@ import sys
 from avengers import __version__
 
 # Modules under avengers.cli that define subcommands, in help order.
-COMMAND_MODULES = ["offline", "publish", "serve", "calibrate", "up", "ask", "bench", "pool"]
+COMMAND_MODULES = ["offline", "publish", "serve", "calibrate", "evaluate", "up", "ask", "bench", "pool"]
 
 
 class CommandError(Exception):
