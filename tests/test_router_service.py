@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from qdrant_client import QdrantClient
+from routing_data import fit_test_router
+from serve_process import start_serve, stop_serve
 
 from avengers.config.embedding import EmbeddingConfig
 from avengers.config.router_service import RouterServiceConfig
@@ -21,8 +23,6 @@ from avengers.services.embedder.server import start_embedder_server
 from avengers.services.router.server import start_router_server
 from avengers.stores import create_store
 from avengers.v1 import common_pb2, router_pb2, router_pb2_grpc
-from routing_data import fit_test_router
-from serve_process import start_serve, stop_serve
 
 NEAREST, SOFT = router_pb2.ROUTING_STRATEGY_NEAREST, router_pb2.ROUTING_STRATEGY_SOFT
 QUERIES = {
@@ -205,7 +205,7 @@ async def test_bad_input_is_invalid_argument(minilm_stack, minilm):
         ({"query": "hi", "beta": -1.0, "strategy": SOFT}, "beta"),
         ({"query": "hi", "beta": float("nan"), "strategy": SOFT}, "beta"),
         ({"query": "hi", "beta": float("inf"), "strategy": SOFT}, "beta"),
-        ({"query": "hi", "strategy": 7}, "unknown routing strategy"),
+        ({"query": "hi", "strategy": 99}, "unknown value 99"),
     ]
     for fields, message in cases:
         code, details = await client.status_of(**fields)

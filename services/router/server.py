@@ -11,6 +11,8 @@ from avengers.rpc.server import GrpcServer, ServiceBinding, start_server
 from avengers.services.router.query_embedding import LocalQueryEmbedder, QueryEmbedder, RemoteQueryEmbedder
 from avengers.services.router.servicer import RouterServicer
 from avengers.services.router.snapshots import ReloadResult, RouterSnapshot, SnapshotManager
+from avengers.state.connection import RedisConnection
+from avengers.state.feedback import FeedbackStore, create_feedback_store
 from avengers.stores import CentroidStore, create_store
 from avengers.v1 import router_pb2_grpc
 
@@ -31,6 +33,8 @@ class RouterServer(GrpcServer):
     snapshots: SnapshotManager | None = None
     query_embedder: QueryEmbedder | None = None
     owned_store: CentroidStore | None = None
+    feedback_store: FeedbackStore | None = None
+    redis: RedisConnection | None = None
 
     async def reload(self, *, force: bool = False) -> ReloadResult:
         assert self.snapshots is not None
@@ -44,6 +48,23 @@ class RouterServer(GrpcServer):
             await self.query_embedder.close()
         if self.owned_store is not None:
             self.owned_store.close()
+        if self.feedback_store is not None:
+            await self.feedback_store.close()
+        if self.redis is not None:
+            await self.redis.close()
+
+
+def feedback_store_for(
+    config: RouterServiceConfig, feedback_store: FeedbackStore | None
+) -> tuple[FeedbackStore | None, RedisConnection | None]:
+    """The store the feedback tallies are read from (None when not learning from feedback); the Redis
+    connection returned is owned by the server."""
+    if not config.feedback.enabled or feedback_store is not None:
+        return feedback_store, None
+    if not config.feedback.redis.url:
+        raise ValueError("router feedback learning needs Redis: set feedback.redis.url or $REDIS_URL")
+    redis = RedisConnection(config.feedback.redis)
+    return create_feedback_store(config.feedback.store, redis), redis
 
 
 def query_embedder_for(config: RouterServiceConfig) -> QueryEmbedder:
@@ -59,11 +80,13 @@ async def start_router_server(
     address: str | None = None,
     *,
     store: CentroidStore | None = None,
+    feedback_store: FeedbackStore | None = None,
 ) -> RouterServer:
     """Load the store's active router and serve it, polling the store for new versions.
 
     ``address`` ("host:port", port 0 picks a free one) overrides ``config.server``; the default binds
-    0.0.0.0:50052. ``store`` replaces the one built from ``config.store`` (the caller keeps ownership).
+    0.0.0.0:50052. ``store`` replaces the one built from ``config.store`` (the caller keeps ownership), and
+    ``feedback_store`` the one built from ``config.feedback`` when it is enabled (likewise).
     The server starts even when the store is unreachable or has no active router: health then reports
     NOT_SERVING and Route answers UNAVAILABLE until a poll (or ``reload()``) loads one.
     """
@@ -71,6 +94,8 @@ async def start_router_server(
     owned = None
     if store is None:
         store = owned = create_store(config.store)
+    tallies, redis = feedback_store_for(config, feedback_store)
+    owned_tallies = tallies if redis is not None else None
     query_embedder = query_embedder_for(config)
     running: RouterServer | None = None
 
@@ -78,8 +103,11 @@ async def start_router_server(
         if running is not None:
             await running.set_serving(True)
 
-    snapshots = SnapshotManager(store, query_embedder, config.poll_interval_seconds, on_change=serving)
-    servicer = RouterServicer(snapshots, query_embedder)
+    snapshots = SnapshotManager(
+        store, query_embedder, config.poll_interval_seconds, on_change=serving, feedback=config.feedback,
+        feedback_store=tallies,
+    )
+    servicer = RouterServicer(snapshots, query_embedder, config.feedback)
     try:
         first = await snapshots.start()
         grpc_server = await start_server(
@@ -92,12 +120,18 @@ async def start_router_server(
         await query_embedder.close()
         if owned is not None:
             owned.close()
+        if owned_tallies is not None:
+            await owned_tallies.close()
+        if redis is not None:
+            await redis.close()
         raise
     running = RouterServer(
         **{f.name: getattr(grpc_server, f.name) for f in dataclasses.fields(grpc_server)},
         snapshots=snapshots,
         query_embedder=query_embedder,
         owned_store=owned,
+        feedback_store=owned_tallies,
+        redis=redis,
     )
     if snapshots.current is None:
         await running.set_serving(False)

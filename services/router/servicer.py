@@ -9,18 +9,17 @@ from typing import Any
 import grpc
 import numpy as np
 
+from avengers.config.router_feedback import RouterFeedbackConfig
+from avengers.core.routing import RouteResult
+from avengers.core.scoring import thompson_table
 from avengers.observability.metrics import record_route
+from avengers.rpc.enums import ROUTING_STRATEGY, ProtoEnum
 from avengers.rpc.errors import FailedPrecondition, InvalidArgument, Unavailable, grpc_errors
 from avengers.services.router.query_embedding import QueryEmbedder, mismatch_message
 from avengers.services.router.snapshots import RouterSnapshot, SnapshotManager
 from avengers.v1 import common_pb2, router_pb2, router_pb2_grpc
 
-STRATEGIES = {
-    router_pb2.ROUTING_STRATEGY_UNSPECIFIED: None,
-    router_pb2.ROUTING_STRATEGY_NEAREST: "nearest",
-    router_pb2.ROUTING_STRATEGY_SOFT: "soft",
-}
-STRATEGY_ENUM = {"nearest": router_pb2.ROUTING_STRATEGY_NEAREST, "soft": router_pb2.ROUTING_STRATEGY_SOFT}
+CENTROID_DISTANCE = ProtoEnum(router_pb2.CentroidDistance, "CENTROID_DISTANCE_", "distance")
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -51,9 +50,13 @@ def checked_embedding(values: Any, dimension: int) -> np.ndarray:
 
 
 class RouterServicer(router_pb2_grpc.RouterServicer):
-    def __init__(self, snapshots: SnapshotManager, query_embedder: QueryEmbedder):
+    def __init__(
+        self, snapshots: SnapshotManager, query_embedder: QueryEmbedder, feedback: RouterFeedbackConfig | None = None
+    ):
         self.snapshots = snapshots
         self.query_embedder = query_embedder
+        self.feedback = feedback or RouterFeedbackConfig()
+        self._rng = np.random.default_rng(self.feedback.seed)
 
     def _snapshot(self) -> RouterSnapshot:
         snapshot = self.snapshots.current
@@ -66,9 +69,17 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def Route(self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext) -> router_pb2.RouteResponse:
         snapshot = self._snapshot()  # one read: the whole answer comes from this version
         artifact = snapshot.artifact
-        if request.strategy not in STRATEGIES:
-            raise InvalidArgument(f"unknown routing strategy {request.strategy}")
-        strategy = STRATEGIES[request.strategy] or artifact.routing.strategy
+        try:
+            requested = ROUTING_STRATEGY.name(request.strategy)
+            distance = CENTROID_DISTANCE.name(request.distance)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        strategy = requested or artifact.routing.strategy
+        if strategy not in snapshot.router.selectors:
+            raise FailedPrecondition(
+                f"router {snapshot.version} was not fitted with the {strategy!r} selector; it routes with "
+                f"{', '.join(snapshot.router.strategies)} (fit with --selectors {strategy})"
+            )
         num_models = len(artifact.models)
         if request.top_n > num_models:
             raise InvalidArgument(f"top_n={request.top_n} but the router has {num_models} models (0 means all)")
@@ -77,10 +88,28 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         beta = request.beta if request.HasField("beta") else None
         if beta is not None and not (math.isfinite(beta) and beta >= 0):
             raise InvalidArgument(f"beta must be a finite number >= 0, got {beta}")
+        alpha = request.alpha if request.HasField("alpha") else None
+        if alpha is not None and not (math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
+            raise InvalidArgument(f"alpha must be in [0, 1], got {alpha}")
+        effective_alpha = artifact.routing.alpha if alpha is None else alpha
+        if effective_alpha > 0 and snapshot.router.costs is None:
+            raise FailedPrecondition(
+                f"alpha={effective_alpha:g} needs model costs and router {snapshot.version} was fitted without any "
+                "(add 'costs' to the calibration labels)"
+            )
         embedding = await self._embedding(request, snapshot)
-        result = snapshot.router.route(
-            embedding, strategy=strategy, top_n=request.top_n or num_models, top_k=request.top_k or None, beta=beta
-        )
+        options = {
+            "strategy": strategy,
+            "top_n": request.top_n or num_models,
+            "top_k": request.top_k or None,
+            "beta": beta,
+            "alpha": effective_alpha,
+            "distance": distance,
+        }
+        result = snapshot.router.route(embedding, **options)
+        explored = self._explore(snapshot, result)
+        if explored is not None:
+            result = explored.route(embedding, **options)
         record_route("router", result.cluster, artifact.models[result.models[0]])
         return router_pb2.RouteResponse(
             cluster=result.cluster,
@@ -94,8 +123,29 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 router_pb2.ClusterDistance(cluster=c, distance=d, weight=w)
                 for c, d, w in zip(result.clusters, result.distances, result.weights)
             ],
-            strategy=STRATEGY_ENUM[strategy],
+            strategy=ROUTING_STRATEGY.value(result.strategy),
+            alpha=effective_alpha,
+            explored=explored is not None,
         )
+
+    def _explore(self, snapshot: RouterSnapshot, result: RouteResult):  # -> Router | None
+        """A router whose nearest-cluster scores are Thompson draws (arXiv 1707.02038) for the models with few
+        feedback observations there, on ``explore_rate`` of the calls; None when this call does not explore."""
+        rate = self.feedback.explore_rate
+        counts, sums = snapshot.feedback_counts, snapshot.feedback_sums
+        if rate <= 0 or counts is None or sums is None or self._rng.random() >= rate:
+            return None
+        c = result.cluster
+        few = counts[c] < self.feedback.explore_max_observations
+        if not few.any():
+            return None
+        router = snapshot.router
+        weight = self.feedback.prior_weight if self.feedback.prior_weight is not None else snapshot.artifact.feedback_weight
+        base = router.cluster_scores.scores
+        draw = thompson_table(self._rng, base[c : c + 1], weight, counts[c : c + 1], sums[c : c + 1])[0]
+        table = router.table.copy()
+        table[c, few] = draw[few]
+        return router.with_table(table)
 
     async def _embedding(self, request: router_pb2.RouteRequest, snapshot: RouterSnapshot) -> np.ndarray:
         artifact = snapshot.artifact
@@ -123,7 +173,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def GetRouterInfo(
         self, request: router_pb2.GetRouterInfoRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.RouterInfo:
-        artifact = self._snapshot().artifact
+        snapshot = self._snapshot()
+        artifact = snapshot.artifact
         return router_pb2.RouterInfo(
             router_version=artifact.version,
             models=artifact.models,
@@ -132,4 +183,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             dimension=artifact.embedder_dimension,
             fit_params=flatten({**artifact.fit_params, "routing": artifact.routing.to_dict()}),
             created_at=artifact.created_at,
+            strategies=snapshot.router.strategies,
+            has_costs=artifact.costs is not None,
+            feedback_observations=snapshot.feedback_observations,
         )

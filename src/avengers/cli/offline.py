@@ -9,13 +9,13 @@ from pathlib import Path
 
 from avengers.config.clustering import ClusteringConfig
 from avengers.config.embedding import DEFAULT_EMBEDDING_MODEL, EmbeddingConfig
-from avengers.config.routing import RoutingConfig, ScoringConfig
+from avengers.config.routing import SELECTORS, RoutingConfig, ScoringConfig, SelectorsConfig
 from avengers.core.artifact import RouterArtifact
 from avengers.core.clustering import available_clusterers
 from avengers.core.embedding import Embedder, create_embedder, default_cache_dir
 from avengers.core.fit import fit_router_on_embeddings
 from avengers.core.labels import read_labels
-from avengers.tools.evaluation import evaluate
+from avengers.tools.evaluation import DEFAULT_BOOTSTRAP, alpha_curve, curve_plot, curve_table, evaluate
 from avengers.tools.sweep import sweep_k, sweep_plot, sweep_table
 
 
@@ -45,22 +45,58 @@ def add_fit_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--n-init", type=int, default=10, help="k-means/GMM restarts")
     g.add_argument("--smoothing", type=float, default=0.0, help="pseudo-count toward each model's global mean")
+    g = parser.add_argument_group("selectors")
+    g.add_argument(
+        "--selectors",
+        default=None,
+        help="learned selectors to fit besides nearest/soft, comma-separated, or 'none' "
+        f"(default: {','.join(SelectorsConfig().fit)}; known: {', '.join(SELECTORS.names())})",
+    )
+    g.add_argument("--selectors-config", metavar="YAML", help="SelectorsConfig file (neighbours, C, MF, shrinkage); flags win")
+    g.add_argument("--knn-neighbours", type=int, help="kNN: calibration queries averaged")
     add_routing_args(parser)
 
 
 def add_routing_args(parser: argparse.ArgumentParser, defaults_from_router: bool = False) -> None:
     g = parser.add_argument_group("routing" + (" (default: as fitted)" if defaults_from_router else ""))
     d = None if defaults_from_router else RoutingConfig()
-    g.add_argument("--strategy", choices=["nearest", "soft"], default=d and d.strategy)
+    g.add_argument("--strategy", choices=SELECTORS.names(), default=d and d.strategy, help="selector that ranks the models")
+    g.add_argument("--distance", choices=["euclidean", "cosine"], default=d and d.distance, help="query-to-centroid distance")
     g.add_argument("--top-k", type=int, default=d and d.top_k, help="soft routing: clusters that contribute")
     g.add_argument("--beta", type=float, default=d and d.beta, help="soft routing: softmax inverse temperature")
     g.add_argument("--top-n", type=int, default=d and d.top_n, help="models returned per query")
 
 
+ROUTING_FLAGS = ("strategy", "distance", "top_k", "beta", "top_n")
+
+
 def routing_from_args(args: argparse.Namespace, base: RoutingConfig | None = None) -> RoutingConfig:
     base = base or RoutingConfig()
-    update = {f: getattr(args, f) for f in ("strategy", "top_k", "beta", "top_n") if getattr(args, f) is not None}
+    update = {f: getattr(args, f) for f in ROUTING_FLAGS if getattr(args, f, None) is not None}
+    if isinstance(getattr(args, "alpha", None), float):
+        update["alpha"] = args.alpha
     return RoutingConfig.model_validate({**base.to_dict(), **update})
+
+
+def selectors_from_args(args: argparse.Namespace) -> SelectorsConfig:
+    base = SelectorsConfig.from_yaml(args.selectors_config) if args.selectors_config else SelectorsConfig()
+    update: dict[str, object] = {}
+    if args.selectors is not None:
+        names = [n.strip() for n in args.selectors.split(",") if n.strip() and n.strip() != "none"]
+        update["fit"] = [n for n in names if n not in ("nearest", "soft")]
+    if args.knn_neighbours is not None:
+        update["knn_neighbours"] = args.knn_neighbours
+    return SelectorsConfig.model_validate({**base.to_dict(), **update})
+
+
+def parse_alphas(text: str) -> list[float]:
+    try:
+        alphas = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--alpha expects comma-separated numbers in [0, 1], got {text!r}") from None
+    if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
+        raise ValueError(f"--alpha values must be in [0, 1], got {text!r}")
+    return alphas
 
 
 def clustering_from_args(args: argparse.Namespace, k: int) -> ClusteringConfig:
@@ -79,13 +115,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
         clustering_from_args(args, args.k),
         ScoringConfig(smoothing=args.smoothing),
         routing_from_args(args),
+        selectors=selectors_from_args(args),
+        select_models_count=args.select_models,
     )
     artifact.save(args.out)
     counts = artifact.cluster_scores.counts
     print(
         f"router {artifact.version}: {artifact.k} clusters ({args.algorithm}, sizes {counts.min()}..{counts.max()}), "
-        f"{len(artifact.models)} models, {len(labels)} queries -> {args.out}"
+        f"{len(artifact.models)} models, {len(labels)} queries, selectors {', '.join(artifact.strategies)} "
+        f"(default {artifact.routing.strategy}){', with costs' if artifact.costs is not None else ''} -> {args.out}"
     )
+    pruning = artifact.stats.get("pool_pruning")
+    if pruning:
+        print(
+            f"pool pruned to {len(pruning['kept'])} of {len(pruning['from'])} models: {', '.join(pruning['kept'])}; "
+            f"calibration score of nearest routing {100 * pruning['calibration_routed_all']:.2f} -> "
+            f"{100 * pruning['calibration_routed_kept']:.2f}"
+        )
     return 0
 
 
@@ -96,14 +142,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if embedder.dimension != artifact.embedder_dimension:
         raise ValueError(f"embedder dimension {embedder.dimension} != router's {artifact.embedder_dimension}")
     embeddings = embedder.encode(labels.queries, show_progress=not args.json)
-    report = evaluate(artifact, labels, embeddings, routing_from_args(args, artifact.routing))
+    alphas = parse_alphas(args.alpha) if args.alpha else [artifact.routing.alpha]
+    routing = routing_from_args(args, artifact.routing)
+    if len(alphas) > 1:
+        points = alpha_curve(artifact, labels, embeddings, alphas, routing)
+        if args.json:
+            json.dump([p.__dict__ for p in points], sys.stdout, indent=2)
+            print()
+        else:
+            print(f"router {artifact.version} on {labels.source} ({routing.strategy}): accuracy vs cost over alpha\n")
+            print(curve_table(points))
+        if args.plot:
+            curve_plot(points, Path(args.plot), title=f"{Path(labels.source).stem}: accuracy vs cost ({routing.strategy})")
+            print(f"\nwrote {args.plot}", file=sys.stderr)
+        return 0
+    routing = routing.model_copy(update={"alpha": alphas[0]})
+    report = evaluate(artifact, labels, embeddings, routing, bootstrap=args.bootstrap, seed=args.seed)
     if args.json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         print()
     else:
-        print(f"router {report.router_version} on {report.labels} ({report.strategy} routing)")
+        alpha = f", alpha {report.alpha:g}" if report.alpha else ""
+        print(f"router {report.router_version} on {report.labels} ({report.strategy} routing{alpha})")
         print(f"best single model on the calibration data: {report.best_single_model}\n")
         print(report.table())
+        if report.intervals:
+            print("\n" + report.interval_lines())
+        if report.mean_cost is not None:
+            print(f"mean cost per query of the routed models: {report.mean_cost:.4g}")
     return 0
 
 
@@ -115,6 +181,15 @@ def parse_ks(text: str) -> list[int]:
     if not ks or ks[0] < 1:
         raise ValueError("--k values must be positive integers")
     return ks
+
+
+def sweep_selectors(args: argparse.Namespace) -> SelectorsConfig:
+    """The selectors a sweep fits: as given, else only the one the routing strategy needs."""
+    config = selectors_from_args(args)
+    if args.selectors is None:
+        needed = [] if args.strategy in ("nearest", "soft") else [args.strategy]
+        config = config.model_copy(update={"fit": needed})
+    return config
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -135,6 +210,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         clustering_from_args(args, ks[0]),
         ScoringConfig(smoothing=args.smoothing),
         routing_from_args(args),
+        selectors=sweep_selectors(args),
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,6 +230,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", required=True, help="calibration labels (JSONL)")
     p.add_argument("--k", type=int, default=64, help="clusters (default: %(default)s)")
     p.add_argument("--out", required=True, help="router directory to write")
+    p.add_argument("--alpha", type=float, default=None, help="default cost weight in [0, 1] (needs costs in the labels)")
+    p.add_argument(
+        "--select-models", type=int, metavar="N", help="keep the N models that cover the clusters best (pool pruning)"
+    )
     add_fit_args(p)
     add_embedder_args(p)
     p.set_defaults(handler=cmd_fit)
@@ -162,6 +242,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--router", required=True, help="router directory")
     p.add_argument("--labels", required=True, help="evaluation labels (JSONL)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--alpha", help="cost weight, or several comma-separated (0,0.1,...,1) for the accuracy-versus-cost curve"
+    )
+    p.add_argument("--plot", metavar="PNG", help="with several --alpha: write the curve as a PNG")
+    p.add_argument(
+        "--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples for the 95%% intervals (0: none)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     add_routing_args(p, defaults_from_router=True)
     add_embedder_args(p)
     p.set_defaults(handler=cmd_eval)

@@ -7,6 +7,7 @@ from pydantic import Field
 from avengers.config.base import ConfigModel
 from avengers.config.embedder_service import BatchingConfig
 from avengers.config.embedding import EmbeddingConfig
+from avengers.config.router_feedback import RouterFeedbackConfig
 from avengers.config.server import ServerConfig
 from avengers.config.store import StoreConfig
 
@@ -37,3 +38,6 @@ class RouterServiceConfig(ConfigModel):
 
     batching: BatchingConfig = BatchingConfig()
     """Micro-batching of the in-process embedder."""
+
+    feedback: RouterFeedbackConfig = RouterFeedbackConfig()
+    """Learning from feedback (off by default): live tallies update the served scores at every poll."""

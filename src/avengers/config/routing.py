@@ -27,7 +27,7 @@ class RoutingConfig(ConfigModel):
 
     strategy: SELECTORS.name_field() = "nearest"
     """Selector that ranks the models (:mod:`avengers.core.selectors`): "nearest" (nearest centroid's
-    ranking), "soft" (the paper's top_k/beta rank scoring), "knn", "logistic", "mf", "shrinkage". Selectors
+    ranking), "soft" (the paper's top_k/beta rank scoring), "knn", "hknn", "logistic", "mf", "shrinkage". Selectors
     other than nearest/soft must have been fitted into the router (``SelectorsConfig.fit``)."""
 
     distance: Literal["euclidean", "cosine"] = "euclidean"
@@ -52,7 +52,7 @@ class RoutingConfig(ConfigModel):
 class SelectorsConfig(ConfigModel):
     """Which selectors a fit builds into the router, and their fit parameters."""
 
-    fit: list[str] = Field(default_factory=lambda: ["knn", "logistic", "mf", "shrinkage"])
+    fit: list[str] = Field(default_factory=lambda: ["knn", "hknn", "logistic", "mf", "shrinkage"])
     """Learned selectors fitted besides the cluster table (nearest and soft need nothing more). Every
     fitted one can be chosen per request; an empty list keeps the router to the paper's recipe."""
 
@@ -61,6 +61,12 @@ class SelectorsConfig(ConfigModel):
 
     knn_weighted: bool = False
     """kNN: weight each neighbour by its similarity (False: plain mean)."""
+
+    hknn_strength: float = Field(default=200.0, ge=0.0)
+    """Hierarchical kNN: pseudo-observations behind the predicted dataset's means against the neighbours."""
+
+    hknn_classifier_c: float = Field(default=10.0, gt=0.0)
+    """Hierarchical kNN: inverse L2 strength of the dataset classifier."""
 
     logistic_c: float = Field(default=1.0, gt=0.0)
     """Logistic regression: inverse L2 strength (scikit-learn's ``C``)."""

@@ -13,7 +13,7 @@ import numpy as np
 from avengers.config.clustering import ClusteringConfig
 from avengers.config.routing import RoutingConfig, ScoringConfig, SelectorsConfig
 from avengers.core.artifact import RouterArtifact
-from avengers.core.clustering import cluster
+from avengers.core.clustering import Clustering, cluster
 from avengers.core.embedding import Embedder
 from avengers.core.labels import LabelSet
 from avengers.core.scoring import score_clusters
@@ -49,11 +49,13 @@ def fit_router_on_embeddings(
     *,
     selectors: SelectorsConfig | None = None,
     select_models_count: int | None = None,
+    clustered: Clustering | None = None,
 ) -> RouterArtifact:
     """Fit on precomputed embeddings of ``labels.queries`` (made by the embedder ``embedder_name``).
 
     ``selectors`` None fits no learned selector (the paper's recipe alone); ``select_models_count`` keeps the
-    N models that cover the clusters best (:func:`select_models`).
+    N models that cover the clusters best (:func:`select_models`); ``clustered`` reuses a clustering of
+    ``embeddings`` made with ``clustering`` (studies that fit several routers on one clustering).
     """
     clustering = clustering or ClusteringConfig()
     scoring = scoring or ScoringConfig()
@@ -64,7 +66,7 @@ def fit_router_on_embeddings(
         raise ValueError(f"{len(embeddings)} embeddings for {len(labels)} labelled queries")
     if routing.strategy not in ("nearest", "soft") and routing.strategy not in selectors.fit:
         raise ValueError(f"default strategy {routing.strategy!r} is not among the fitted selectors {selectors.fit}")
-    result = cluster(embeddings, clustering)
+    result = clustered if clustered is not None else cluster(embeddings, clustering)
     models = list(labels.models)
     matrix = labels.score_matrix()
     fit_params: dict = {"clustering": clustering.to_dict(), "scoring": scoring.to_dict()}
@@ -84,7 +86,7 @@ def fit_router_on_embeddings(
     scores = score_clusters(result.labels, matrix, result.k, smoothing=scoring.smoothing)
     costs = labels.cost_matrix(models)
     cost_table = None if costs is None else score_clusters(result.labels, costs, result.k).scores
-    data = FitData(embeddings, matrix, result.labels, result.centroids, scores.scores)
+    data = FitData(embeddings, matrix, result.labels, result.centroids, scores.scores, np.array(labels.datasets))
     states = {}
     for name in selectors.fit:
         selector = create_selector(name, selectors)

@@ -21,6 +21,7 @@ index.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,6 +114,16 @@ class Router:
             raise ValueError(f"costs shape {self.costs.shape} != cluster scores {base.shape}")
         m = self.num_models
         self._tiebreak = np.lexsort((np.arange(m), -cluster_scores.global_scores)).argsort()  # 0 = preferred
+
+    def with_table(self, table: np.ndarray) -> Router:
+        """The same router ranking by another (k, m) cluster table (feedback, exploration draws)."""
+        clone = copy.copy(self)
+        clone.table = np.asarray(table, dtype=np.float64)
+        if clone.table.shape != self.cluster_scores.scores.shape:
+            raise ValueError(f"table shape {clone.table.shape} != cluster scores {self.cluster_scores.scores.shape}")
+        clone._table_delta = clone.table - self.cluster_scores.scores
+        clone._rank_of = rank_positions(clone.table, self.cluster_scores.global_scores)
+        return clone
 
     @property
     def num_models(self) -> int:

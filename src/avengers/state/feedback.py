@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from avengers.config.state import FEEDBACK_BACKENDS, FeedbackConfig
 from avengers.state.connection import RedisConnection, StateError
 from avengers.state.registry import create_backend
@@ -108,6 +110,22 @@ def tally_field(cluster: int, model: str) -> str:
 def parse_tally_field(text: str) -> tuple[int, str]:
     cluster, model = text.split("|", 1)
     return int(cluster), model
+
+
+def tally_matrices(
+    tallies: dict[tuple[int, str], ScoreTally], models: list[str], num_clusters: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(k, m) feedback counts and score sums of a router's clusters and models (what the router learns from);
+    tallies of other models or clusters (another router's layout) are ignored."""
+    column = {model: j for j, model in enumerate(models)}
+    counts = np.zeros((num_clusters, len(models)))
+    sums = np.zeros((num_clusters, len(models)))
+    for (cluster, model), tally in tallies.items():
+        j = column.get(model)
+        if j is not None and 0 <= cluster < num_clusters:
+            counts[cluster, j] += tally.count
+            sums[cluster, j] += tally.total
+    return counts, sums
 
 
 def check_score(score: float) -> float:

@@ -4,7 +4,14 @@ Layout, for a router of version ``V`` with ``k`` clusters over ``m`` models:
 
 - collection ``<prefix>V`` (default prefix ``avengers_router_``), Euclidean vectors of the embedder's size;
 - points ``0..k-1``: vector = centroid of that cluster, payload = ``{"kind": "centroid", "cluster": i,
-  "count": <calibration queries>, "scores": {model: score}}``;
+  "count": <calibration queries>, "scores": {model: score}}`` plus ``"costs"`` and ``"feedback_counts"`` /
+  ``"feedback_sums"`` ({model: value}) when the router has them;
+- for kNN selectors, points ``k..k+n-1``: vector = a calibration query's embedding, payload =
+  ``{"kind": "calibration", "index": i, "scores": {model: score}}`` — Qdrant can search them (the
+  router service loads them into its snapshot and searches in memory, for latency and so that an answer
+  never mixes versions); stored once however many selectors use them;
+- the other fitted selector arrays (logistic weights, MF factors, shrinkage tables) travel in the metadata
+  payload under ``"selector_states"`` (``{name: {array: {"shape", "dtype", "values"}}}``);
 - one reserved point, id :data:`METADATA_POINT_ID` (zero vector): payload = ``{"kind": "router",
   "metadata": <RouterArtifact.metadata()>, "global_scores": {model: score}}``. It is written last, so a
   collection without it is an interrupted publish: never listed, never activated, replaced on re-publish;
@@ -213,7 +220,7 @@ class QdrantCentroidStore(CentroidStore):
             client.create_collection(
                 name, vectors_config=qm.VectorParams(size=artifact.embedder_dimension, distance=qm.Distance.EUCLID)
             )
-            points = centroid_points(artifact)
+            points = centroid_points(artifact) + calibration_points(artifact)
             for start in range(0, len(points), UPSERT_CHUNK):
                 client.upsert(name, points=points[start : start + UPSERT_CHUNK], wait=True)
             client.upsert(name, points=[metadata_point(artifact)], wait=True)  # last: marks it complete
@@ -251,7 +258,7 @@ class QdrantCentroidStore(CentroidStore):
             payload = self._metadata(client, name) if client.collection_exists(name) else None
             if payload is None:
                 raise VersionNotFound(f"router {version} is not published in {self.describe()}")
-            records = self._centroid_records(client, name)
+            records = self._point_records(client, name)
         return artifact_from_payloads(payload, records, source=f"{self.describe()} collection {name}")
 
     @_store_operation
@@ -307,14 +314,15 @@ class QdrantCentroidStore(CentroidStore):
         return dict(found[0].payload or {}) if found else None
 
     @staticmethod
-    def _centroid_records(client: QdrantClient, collection: str) -> list[Any]:
+    def _point_records(client: QdrantClient, collection: str) -> list[Any]:
+        """Centroid and calibration points (everything but the metadata point)."""
         records: list[Any] = []
         offset = None
         while True:
             page, offset = client.scroll(
                 collection, limit=UPSERT_CHUNK, offset=offset, with_payload=True, with_vectors=True
             )
-            records.extend(r for r in page if (r.payload or {}).get("kind") == "centroid")
+            records.extend(r for r in page if (r.payload or {}).get("kind") in ("centroid", "calibration"))
             if offset is None:
                 return records
 
@@ -325,6 +333,11 @@ def centroid_points(artifact: RouterArtifact) -> list[Any]:
 
     scores = artifact.cluster_scores.scores
     counts = artifact.cluster_scores.counts
+    extra = {
+        name: getattr(artifact, name)
+        for name in ("costs", "feedback_counts", "feedback_sums")
+        if getattr(artifact, name) is not None
+    }
     return [
         qm.PointStruct(
             id=i,
@@ -334,10 +347,68 @@ def centroid_points(artifact: RouterArtifact) -> list[Any]:
                 "cluster": i,
                 "count": int(counts[i]),
                 "scores": {model: float(scores[i, j]) for j, model in enumerate(artifact.models)},
+                **{name: by_model(artifact.models, table[i]) for name, table in extra.items()},
             },
         )
         for i in range(artifact.k)
     ]
+
+
+def by_model(models: list[str], row: np.ndarray) -> dict[str, float]:
+    return {model: float(row[j]) for j, model in enumerate(models)}
+
+
+POINT_ARRAYS = ("points", "point_scores")
+"""Selector state arrays stored as Qdrant points (the kNN calibration queries) instead of in the payload."""
+
+
+def shared_points(artifact: RouterArtifact) -> tuple[np.ndarray, np.ndarray] | None:
+    """The calibration points the kNN selectors share, or None (no kNN selector)."""
+    for state in artifact.selector_states.values():
+        if all(name in state for name in POINT_ARRAYS):
+            return state["points"], state["point_scores"]
+    return None
+
+
+def calibration_points(artifact: RouterArtifact) -> list[Any]:
+    """One point per calibration query of the kNN selectors (ids after the centroids)."""
+    from qdrant_client import models as qm
+
+    shared = shared_points(artifact)
+    if shared is None:
+        return []
+    points, scores = shared
+    return [
+        qm.PointStruct(
+            id=artifact.k + i,
+            vector=points[i].astype(float).tolist(),
+            payload={"kind": "calibration", "index": i, "scores": by_model(artifact.models, scores[i])},
+        )
+        for i in range(len(points))
+    ]
+
+
+def encode_array(array: np.ndarray) -> dict[str, Any]:
+    return {"shape": list(array.shape), "dtype": str(array.dtype), "values": array.ravel().tolist()}
+
+
+def decode_array(data: dict[str, Any]) -> np.ndarray:
+    return np.asarray(data["values"], dtype=data["dtype"]).reshape(data["shape"])
+
+
+def selector_payload(artifact: RouterArtifact) -> dict[str, Any]:
+    """Selector states for the metadata payload; arrays held as calibration points are referenced."""
+    shared = shared_points(artifact)
+    payload: dict[str, Any] = {}
+    for name, state in artifact.selector_states.items():
+        encoded: dict[str, Any] = {}
+        for key, array in state.items():
+            if key in POINT_ARRAYS and shared is not None and np.array_equal(array, shared[POINT_ARRAYS.index(key)]):
+                encoded[key] = {"calibration_points": True}
+            else:
+                encoded[key] = encode_array(np.asarray(array))
+        payload[name] = encoded
+    return payload
 
 
 def metadata_point(artifact: RouterArtifact) -> Any:
@@ -352,6 +423,7 @@ def metadata_point(artifact: RouterArtifact) -> Any:
             "kind": "router",
             "metadata": artifact.metadata(),
             "global_scores": {model: float(global_scores[j]) for j, model in enumerate(artifact.models)},
+            "selector_states": selector_payload(artifact),
         },
     )
 
@@ -362,16 +434,39 @@ def artifact_from_payloads(payload: dict[str, Any], records: list[Any], source: 
         meta = payload["metadata"]
         models = list(meta["models"])
         k = int(meta["num_clusters"])
-        by_cluster = {int(r.payload["cluster"]): r for r in records}
+        by_cluster = {int(r.payload["cluster"]): r for r in records if r.payload["kind"] == "centroid"}
         if sorted(by_cluster) != list(range(k)):
             raise ArtifactError(f"{source}: expected clusters 0..{k - 1}, found {len(by_cluster)} centroid points")
         ordered = [by_cluster[i] for i in range(k)]
+
+        def table(name: str) -> np.ndarray | None:
+            if name not in ordered[0].payload:
+                return None
+            return np.array([[r.payload[name][m] for m in models] for r in ordered], dtype=np.float64)
+
+        calibration = sorted((r for r in records if r.payload["kind"] == "calibration"), key=lambda r: r.payload["index"])
+        shared = (
+            np.array([r.vector for r in calibration], dtype=np.float32),
+            np.array([[r.payload["scores"][m] for m in models] for r in calibration], dtype=np.float32),
+        )
+        states = {}
+        for name, encoded in (payload.get("selector_states") or {}).items():
+            states[name] = {
+                key: shared[POINT_ARRAYS.index(key)] if data.get("calibration_points") else decode_array(data)
+                for key, data in encoded.items()
+            }
         return RouterArtifact.from_parts(
             meta,
             centroids=np.array([r.vector for r in ordered], dtype=np.float32),
             scores=np.array([[r.payload["scores"][m] for m in models] for r in ordered], dtype=np.float64),
             counts=np.array([r.payload["count"] for r in ordered], dtype=np.int64),
             global_scores=np.array([payload["global_scores"][m] for m in models], dtype=np.float64),
+            costs=table("costs"),
+            feedback_counts=table("feedback_counts"),
+            feedback_sums=table("feedback_sums"),
+            selector_states=states,
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ArtifactError):
+            raise
         raise ArtifactError(f"{source}: malformed router data ({type(exc).__name__}: {exc})") from None

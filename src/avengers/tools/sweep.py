@@ -9,7 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from avengers.config.clustering import ClusteringConfig
-from avengers.config.routing import RoutingConfig, ScoringConfig
+from avengers.config.routing import RoutingConfig, ScoringConfig, SelectorsConfig
 from avengers.core.fit import fit_router_on_embeddings
 from avengers.core.labels import LabelSet
 from avengers.tools.evaluation import EvalReport, evaluate
@@ -32,11 +32,14 @@ def sweep_k(
     scoring: ScoringConfig,
     routing: RoutingConfig,
     show_progress: bool = True,
+    selectors: SelectorsConfig | None = None,
 ) -> list[SweepPoint]:
+    """One fit per K (with ``selectors`` fitted too, when the routing strategy needs one)."""
     points = []
     for k in tqdm(ks, desc="sweep K", disable=not show_progress):
         artifact = fit_router_on_embeddings(
-            train, train_embeddings, embedder_name, clustering.model_copy(update={"k": k}), scoring, routing
+            train, train_embeddings, embedder_name, clustering.model_copy(update={"k": k}), scoring, routing,
+            selectors=selectors,
         )
         points.append(SweepPoint(k, {name: evaluate(artifact, ls, emb, routing) for name, (ls, emb) in evals.items()}))
     return points
@@ -52,8 +55,8 @@ def sweep_table(points: list[SweepPoint]) -> str:
     for n in names:
         ref = points[0].reports[n].average
         lines.append(
-            f"{n}: best single (train) {ref.best_single:.2f}, best single per dataset {ref.dataset_best:.2f}, "
-            f"oracle {ref.oracle:.2f}"
+            f"{n}: best single (train) {ref.best_single:.2f}, best per dataset chosen on train "
+            f"{ref.dataset_best_cal:.2f}, best per dataset on this file {ref.dataset_best:.2f}, oracle {ref.oracle:.2f}"
         )
     return "\n".join(lines)
 
@@ -71,6 +74,7 @@ def sweep_plot(points: list[SweepPoint], path: Path, title: str = "Routed accura
         ax.plot(ks, [p.reports[name].average.routed for p in points], "o-", color=color, label=f"{name}: routed")
         ref = points[0].reports[name].average
         ax.axhline(ref.dataset_best, color=color, ls="--", lw=1, label=f"{name}: best single per dataset")
+        ax.axhline(ref.dataset_best_cal, color=color, ls="-.", lw=1, label=f"{name}: best per dataset (train)")
         ax.axhline(ref.best_single, color=color, ls=":", lw=1, label=f"{name}: best single (train)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("K (clusters)")

@@ -42,6 +42,8 @@ class FitData:
     """(k, d) the router's centroids."""
     table: np.ndarray
     """(k, m) the router's per-cluster model scores."""
+    groups: np.ndarray | None = None
+    """(n,) the dataset of each calibration query (None: unknown)."""
 
 
 @dataclass(frozen=True)
