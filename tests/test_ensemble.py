@@ -1,13 +1,19 @@
-"""The ensemble pipeline and task inference, against in-process fake clients (no gRPC)."""
+"""The ensemble pipeline and task inference. Router and model pool are in-process fakes (fixed rankings and
+answers); the voter is the real one, in process (core.voting) and, for the votes, also a real Voter gRPC server."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Sequence
 
+import grpc
 import pytest
 
+from avengers.clients.ensemble import GrpcVoterClient
+from avengers.config.embedding import EmbeddingConfig
+from avengers.config.voter_service import VoterServiceConfig
+from avengers.config.voting import VotingConfig
+from avengers.core import voting
 from avengers.core.ensemble import (
     Candidate,
     Deadline,
@@ -31,6 +37,7 @@ from avengers.core.ensemble import (
     split_count,
 )
 from avengers.core.tasks import DEFAULT_INSTRUCTIONS, infer_task_type, option_letters, task_messages
+from avengers.services.voter.server import start_voter_server
 
 
 class FakeRouter(RouterClient):
@@ -66,28 +73,53 @@ class FakePool(ModelPoolClient):
         return [Sample(model=model, index=i, text=self.answers[model]) for i in range(sampling.n)]
 
 
-class FakeVoter(VoterClient):
-    """Majority over candidate texts; with a switch threshold, the first model's vote first."""
+class InProcessVoter(VoterClient):
+    """The real voter in process: :mod:`avengers.core.voting` behind the VoterClient interface, called as the
+    Voter service calls it (model switch when the options carry a threshold). Records what it was asked."""
 
-    def __init__(self):
+    def __init__(self, config: VotingConfig | None = None):
+        self.config = config or VotingConfig()
         self.calls: list[tuple[str, list[Candidate], VoteOptions]] = []
 
     async def vote(self, task_type: str, candidates: Sequence[Candidate], options: VoteOptions, *, timeout: float):
         self.calls.append((task_type, list(candidates), options))
+        ballots = [voting.Candidate(c.text, c.model, 1.0 if c.weight is None else c.weight) for c in candidates]
+        method = options.method or self.config.method
+        if options.switch_threshold is None:
+            result = voting.vote(task_type, ballots, method, config=self.config)
+        else:
+            result = voting.model_switch_vote(
+                task_type, ballots, options.switch_threshold, method, config=self.config
+            )
+        return VoteOutcome(result.answer, result.text, result.agreement, result.switched, detail=result)
 
-        def majority(group: list[Candidate]) -> tuple[str, float]:
-            answer, votes = Counter(c.text for c in group).most_common(1)[0]
-            return answer, votes / len(group)
 
-        if options.switch_threshold is not None:
-            first = [c for c in candidates if c.model == candidates[0].model]
-            answer, agreement = majority(first)
-            if agreement >= options.switch_threshold:
-                return VoteOutcome(answer, answer, agreement, switched=False)
-            answer, agreement = majority(list(candidates))
-            return VoteOutcome(answer, answer, agreement, switched=True)
-        answer, agreement = majority(list(candidates))
-        return VoteOutcome(answer, answer, agreement)
+class RecordingGrpcVoter(GrpcVoterClient):
+    """The gateway's gRPC client of a real Voter server; records what it was asked."""
+
+    def __init__(self, channel: grpc.aio.Channel, address: str):
+        super().__init__(channel, address)
+        self.calls: list[tuple[str, list[Candidate], VoteOptions]] = []
+
+    async def vote(self, task_type: str, candidates: Sequence[Candidate], options: VoteOptions, *, timeout: float):
+        self.calls.append((task_type, list(candidates), options))
+        return await super().vote(task_type, candidates, options, timeout=timeout)
+
+
+@pytest.fixture(params=["in_process", "grpc"])
+async def voter(request):
+    """The real voter, in process and as a Voter gRPC server on a port the OS picked."""
+    if request.param == "in_process":
+        yield InProcessVoter()
+        return
+    server = await start_voter_server(VoterServiceConfig(embedding=EmbeddingConfig(backend="hashing")), "127.0.0.1:0")
+    address = f"127.0.0.1:{server.port}"
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        yield RecordingGrpcVoter(channel, address)
+    finally:
+        await channel.close()
+        await server.stop(0.5)
 
 
 def query(**kw) -> EnsembleQuery:
@@ -96,7 +128,8 @@ def query(**kw) -> EnsembleQuery:
 
 
 def pipeline(models, answers, fail=None, **kw):
-    router, pool, voter = FakeRouter(models), FakePool(answers, fail, kw.pop("delay", 0.0)), FakeVoter()
+    voter = kw.pop("voter", None) or InProcessVoter()
+    router, pool = FakeRouter(models), FakePool(answers, fail, kw.pop("delay", 0.0))
     return EnsemblePipeline(router, pool, voter, **kw), router, pool, voter
 
 
@@ -112,28 +145,58 @@ async def test_self_consistency_samples_best_model_n_times():
     assert pool.calls[0]["messages"] == [("system", DEFAULT_INSTRUCTIONS["math"]), ("user", "What is 2 + 3?")]
 
 
-async def test_model_switch_splits_samples_and_reports_switch():
-    p, _, pool, voter = pipeline(["a", "b"], {"a": "5", "b": "6"})
+async def test_model_switch_splits_samples_and_reports_switch(voter):
+    p, _, pool, voter = pipeline(["a", "b"], {"a": "5", "b": "6"}, voter=voter)
     result = await p.run(query(strategy="model_switch", sampling=Sampling(n=10, temperature=0.7)), Deadline(10))
     assert sorted((c["model"], c["sampling"].n) for c in pool.calls) == [("a", 5), ("b", 5)]
     candidates, options = voter.calls[0][1], voter.calls[0][2]
     assert [c.model for c in candidates] == ["a"] * 5 + ["b"] * 5  # the first model's candidates first
     assert options.switch_threshold == 0.8
-    assert result.models == ["a"] and not result.vote.switched  # "a" agrees with itself: no switch
+    # "a" agrees with itself (5 of 5): no switch, and "b"'s "6" is never counted
+    assert result.answer == "5" and result.models == ["a"]
+    assert not result.vote.switched and result.vote.agreement == 1.0
 
 
-async def test_model_switch_votes_over_all_when_first_model_disagrees():
-    class Split(FakePool):
-        async def generate(self, model, messages, sampling, **kw):
-            samples = await super().generate(model, messages, sampling, **kw)
-            if model == "a":  # 3 of 5 say "5": agreement 0.6 < 0.8
-                return [Sample(model, s.index, "5" if s.index < 3 else "7") for s in samples]
-            return samples
+class ScriptedPool(FakePool):
+    """Each model answers sample i with ``texts[model][i]``."""
 
-    voter = FakeVoter()
-    p = EnsemblePipeline(FakeRouter(["a", "b"]), Split({"a": "5", "b": "5"}), voter)
-    result = await p.run(query(strategy="model_switch", sampling=Sampling(n=10, temperature=0.7)), Deadline(10))
+    def __init__(self, texts: dict[str, list[str]]):
+        super().__init__({model: "" for model in texts})
+        self.texts = texts
+
+    async def generate(self, model, messages, sampling, **kw):
+        samples = await super().generate(model, messages, sampling, **kw)
+        return [Sample(model, s.index, self.texts[model][s.index]) for s in samples]
+
+
+def model_switch(pool: FakePool, voter: VoterClient, **kw) -> tuple[EnsemblePipeline, EnsembleQuery]:
+    return EnsemblePipeline(FakeRouter(["a", "b"]), pool, voter), query(strategy="model_switch", **kw)
+
+
+async def test_model_switch_votes_over_all_when_first_model_disagrees(voter):
+    # "a": 3 of 5 say 5 (agreement 0.6 < 0.8), so the vote goes over all ten: 5 has 3 + 5 = 8 votes
+    p, q = model_switch(ScriptedPool({"a": ["5", "5", "5", "7", "7"], "b": ["5"] * 5}), voter)
+    result = await p.run(q, Deadline(10))
     assert result.vote.switched and result.models == ["a", "b"] and result.answer == "5"
+    assert result.vote.agreement == pytest.approx(0.8)
+
+
+async def test_model_switch_can_overturn_the_first_models_majority(voter):
+    # "a": 3 of 5 say 7 (agreement 0.6); "b" says 5 five times, written differently (the voter's math extraction
+    # groups "\\boxed{5.0}", "Answer: 5" and "5"): over all ten, 5 wins 7 to 3
+    a = ["The answer is 7", "7", "It is 7.", "Answer: 5", "5"]
+    b = ["So the answer is \\boxed{5.0}.", "5", "Answer: 5", "$5$", "5 apples"]
+    p, q = model_switch(ScriptedPool({"a": a, "b": b}), voter)
+    result = await p.run(q, Deadline(10))
+    assert result.vote.switched and result.answer == "5" and result.vote.agreement == pytest.approx(0.7)
+
+
+async def test_model_switch_keeps_the_first_model_at_the_threshold(voter):
+    # "a": 4 of 5 say 7 (agreement 0.8 = the threshold): "a" is trusted although "b" says 5 five times
+    p, q = model_switch(ScriptedPool({"a": ["7", "7", "7", "7", "5"], "b": ["5"] * 5}), voter)
+    result = await p.run(q, Deadline(10))
+    assert not result.vote.switched and result.answer == "7" and result.models == ["a"]
+    assert result.vote.agreement == pytest.approx(0.8)
 
 
 async def test_fallback_to_next_ranked_model():
@@ -172,7 +235,7 @@ async def test_invalid_argument_from_pool_is_not_retried_on_other_models():
 
 async def test_router_failure_names_the_router():
     router = FakeRouter([], DependencyError("router at x", "UNAVAILABLE", "connection refused"))
-    p = EnsemblePipeline(router, FakePool({}), FakeVoter())
+    p = EnsemblePipeline(router, FakePool({}), InProcessVoter())
     with pytest.raises(DependencyError, match="router at x"):
         await p.run(query(), Deadline(10))
 
@@ -192,15 +255,43 @@ async def test_deadline_is_propagated_and_enforced():
         await p.run(query(), Deadline(0))
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_deadline_expiring_during_generation_is_not_a_fallback():
+    clock = FakeClock()
+
     class Slow(FakePool):
         async def generate(self, model, messages, sampling, *, timeout, **kw):
-            await asyncio.sleep(timeout)
+            self.calls.append(model)
+            clock.now += timeout  # the call takes all the time it was given
             raise DependencyError("pool", "DEADLINE_EXCEEDED", "too slow")
 
-    p = EnsemblePipeline(FakeRouter(["a", "b"]), Slow({}), FakeVoter())
+    pool = Slow({})
+    p = EnsemblePipeline(FakeRouter(["a", "b"]), pool, InProcessVoter())
     with pytest.raises(DeadlineExceeded):
-        await p.run(query(), Deadline(0.05))
+        await p.run(query(), Deadline(0.05, clock=clock))
+    assert pool.calls == ["a"]  # no time left for "b"
+
+
+async def test_a_model_timing_out_within_the_deadline_falls_back():
+    clock = FakeClock()
+
+    class SlowFirst(FakePool):
+        async def generate(self, model, messages, sampling, *, timeout, **kw):
+            if model == "a":
+                clock.now += 1.0  # "a" gives up after its own 1 s cap; 9 s of the deadline remain
+                raise DependencyError("pool", "DEADLINE_EXCEEDED", "too slow")
+            return await super().generate(model, messages, sampling, timeout=timeout, **kw)
+
+    p = EnsemblePipeline(FakeRouter(["a", "b"]), SlowFirst({"b": "2"}), InProcessVoter())
+    result = await p.run(query(), Deadline(10, clock=clock))
+    assert result.answer == "2" and result.failed_models == ["a"]
 
 
 async def test_large_n_is_split_into_calls_with_offset_seeds():
@@ -210,11 +301,24 @@ async def test_large_n_is_split_into_calls_with_offset_seeds():
     assert [s.index for s in result.samples] == list(range(10))
 
 
-async def test_weighted_vote_gets_routing_scores_as_weights():
-    p, _, _, voter = pipeline(["a", "b"], {"a": "1", "b": "1"})
+async def test_weighted_vote_gets_routing_scores_as_weights(voter):
+    p, _, _, voter = pipeline(["a", "b"], {"a": "1", "b": "1"}, voter=voter)
     await p.run(query(vote_method="weighted", strategy="model_switch"), Deadline(10))
     weights = {c.model: c.weight for c in voter.calls[0][1]}
     assert weights == {"a": 1.0, "b": pytest.approx(0.9)}
+
+
+async def test_weighted_vote_breaks_a_tie_in_count_by_routing_score(voter):
+    # Weights are the routing scores: "a" 1.0, "b" 0.9. Over all ten (threshold 1.0: "a" alone agrees 0.6):
+    # "1" has 2 + 3 = 5 votes and "2" 3 + 2 = 5. By count it is a tie, which goes to the earliest candidate ("1");
+    # by weight "2" wins: 3 * 1.0 + 2 * 0.9 = 4.8 against 2 * 1.0 + 3 * 0.9 = 4.7, agreement 4.8 / 9.5.
+    pool = ScriptedPool({"a": ["1", "1", "2", "2", "2"], "b": ["1", "1", "1", "2", "2"]})
+    p, q = model_switch(pool, voter, switch_threshold=1.0)
+    majority = await p.run(q, Deadline(10))
+    assert majority.vote.switched and majority.answer == "1" and majority.vote.agreement == pytest.approx(0.5)
+    p, q = model_switch(pool, voter, switch_threshold=1.0, vote_method="weighted")
+    weighted = await p.run(q, Deadline(10))
+    assert weighted.vote.switched and weighted.answer == "2" and weighted.vote.agreement == pytest.approx(4.8 / 9.5)
 
 
 def test_strategies_and_allocation():
