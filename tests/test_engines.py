@@ -453,7 +453,7 @@ async def test_openai_missing_api_key_env(fake_openai, monkeypatch):
 @module_loop
 async def test_openai_timeout_is_deadline_exceeded():
     async def slow(request):
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # never answers: the client's 0.3 s timeout always ends the call
         return web.json_response({})
 
     app = web.Application()
@@ -472,7 +472,7 @@ async def test_openai_timeout_is_deadline_exceeded():
         await runner.cleanup()
 
 
-# -- vLLM, with a fake at the vLLM API boundary (tests/vllm/ runs the real vLLM) ----------------------------
+# -- vLLM, with a fake at the vLLM API boundary (tests/vllm_lane/ runs the real vLLM) ----------------------------
 
 
 class FakeSamplingParams:
@@ -523,6 +523,8 @@ class FakeAsyncLLM:
         self.calls: list[tuple[dict, FakeSamplingParams, str]] = []
         self.aborted: list[str] = []
         self.block = False
+        self.blocked = asyncio.Event()
+        """Set once a generate() call is held by ``block`` (vLLM is working on it)."""
         self.fail_with: Exception | None = None
         self.model_config = SimpleNamespace(max_model_len=args.get("max_model_len"))
         FakeAsyncLLM.instances.append(self)
@@ -539,7 +541,8 @@ class FakeAsyncLLM:
         if self.fail_with is not None:
             raise self.fail_with
         if self.block:
-            await asyncio.sleep(60)
+            self.blocked.set()
+            await asyncio.Event().wait()  # until cancelled
 
         def completion(i, text, finish):
             return SimpleNamespace(index=i, text=text, token_ids=[0] * len(text.split()), finish_reason=finish)
@@ -645,7 +648,7 @@ async def test_vllm_stream_counts_tokens_and_aborts_on_cancel():
 
     llm.block = True
     task = asyncio.ensure_future(engine.generate(GenerationRequest(SamplingSpec(), prompt="hi", request_id="gone")))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(llm.blocked.wait(), timeout=30)  # vLLM has the request
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
