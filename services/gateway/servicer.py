@@ -27,6 +27,7 @@ from avengers.core.ensemble import (
     ModelsUnavailable,
     RouteResult,
     Sampling,
+    create_strategy,
     strategy_names,
 )
 from avengers.core.tasks import infer_task_type
@@ -95,6 +96,9 @@ def parse_ask(request: gateway_pb2.AskRequest, config: GatewayServiceConfig, req
     strategy = ENSEMBLE_STRATEGY.name(request.strategy) or defaults.strategy
     if strategy not in strategy_names():
         raise InvalidArgument(f"strategy {strategy!r} is not served; known: {strategy_names()}")
+    top_k = request.top_k or defaults.top_k
+    if top_k > limits.max_top_k:
+        raise InvalidArgument(f"top_k={top_k} is above the limit of {limits.max_top_k} models")
     task_type = TASK_TYPE.name(request.task_type) or infer_task_type(
         query, tests=tests, entry_point=request.entry_point
     )
@@ -117,6 +121,7 @@ def parse_ask(request: gateway_pb2.AskRequest, config: GatewayServiceConfig, req
         entry_point=request.entry_point,
         task_id=request.task_id,
         request_id=request_id,
+        top_k=top_k,
     )
 
 
@@ -131,6 +136,7 @@ def response_cache_key(query: EnsembleQuery, router_version: str, instruction: s
                      query.sampling.max_tokens, list(query.sampling.stop), query.sampling.seed],
         "strategy": query.strategy,
         "switch_threshold": query.switch_threshold if query.strategy == "model_switch" else None,
+        "models": create_strategy(query.strategy).models(query.top_k),
         "routing": query.routing,
         "vote_method": query.vote_method,
         "tests": list(query.tests),

@@ -78,6 +78,7 @@ def ask_request(
     n: int | None = None,
     strategy: str | None = None,
     switch_threshold: float | None = None,
+    top_k: int | None = None,
     task_type: str | None = None,
     routing: str | None = None,
     vote: str | None = None,
@@ -94,8 +95,9 @@ def ask_request(
 ) -> gateway_pb2.AskRequest:
     """The AskRequest for ``query``; None leaves a field to the gateway's default. Names are the contract's
     lower-case enum names ("self_consistency", "model_switch", "math", "nearest", "weighted"; "-" works for
-    "_"); ValueError names an unknown one. ``fields`` sets further scalar AskRequest fields by name (fields
-    the contract gains later, e.g. ``alpha``)."""
+    "_"); ValueError names an unknown one. ``top_k``: routed models sharing the samples under the top-k
+    strategies ("top_k_vote", ...). ``fields`` sets further scalar AskRequest fields by name (fields the
+    contract gains later, e.g. ``alpha``)."""
 
     def enum(proto, name: str | None) -> int:
         name = _enum_name(name)
@@ -123,6 +125,7 @@ def ask_request(
         entry_point=entry_point or "",
         no_cache=no_cache,
         task_id=task_id or "",
+        top_k=top_k or 0,
     )
     if switch_threshold is not None:
         request.switch_threshold = switch_threshold

@@ -25,6 +25,7 @@ def ask_options(args: argparse.Namespace) -> dict:
         "n": args.n,
         "strategy": args.strategy,
         "switch_threshold": args.switch_threshold,
+        "top_k": args.k,
         "task_type": args.task_type,
         "routing": args.routing,
         "vote": args.vote,
@@ -155,6 +156,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ensemble strategy (default: the gateway's, self-consistency)")
     p.add_argument("--switch-threshold", type=float,
                    help=f"model switch: agreement threshold (default: {DEFAULT_SWITCH_THRESHOLD})")
+    p.add_argument("--k", "--top-k", dest="k", type=int, default=0,
+                   help="top-k-vote, score-weighted-vote, log-odds-vote: routed models that share the n samples "
+                        "(default: the gateway's, 3)")
     p.add_argument("--task-type", choices=["math", "multiple-choice", "code", "free-text"],
                    help="how answers are extracted and compared (default: inferred from the question)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: the gateway's, 0.7)")

@@ -62,8 +62,13 @@ class AskDefaults(ConfigModel):
     max_tokens: int = Field(default=0, ge=0)
     """Generated tokens per sample; 0 leaves it to each model's default in the pool."""
 
-    strategy: Literal["self_consistency", "model_switch"] = "self_consistency"
+    strategy: Literal[
+        "self_consistency", "model_switch", "top_k_vote", "score_weighted_vote", "log_odds_vote"
+    ] = "self_consistency"
     """Ensemble strategy (see :mod:`avengers.core.ensemble`)."""
+
+    top_k: int = Field(default=0, ge=0, le=64)
+    """Routed models sharing the n samples under the top-k strategies; 0 leaves it to the strategy (3)."""
 
     switch_threshold: float = Field(default=DEFAULT_SWITCH_THRESHOLD, gt=0.0, le=1.0)
     """Model switch: agreement of the first model below which the vote goes over both models."""
@@ -80,6 +85,9 @@ class AskLimits(ConfigModel):
 
     max_n: int = Field(default=64, ge=1, le=64)
     """Most samples one request may ask for."""
+
+    max_top_k: int = Field(default=16, ge=1, le=64)
+    """Most routed models one request may have sample (top_k; each samples at least once)."""
 
     max_tests: int = Field(default=64, ge=0)
     """Most test snippets of a code task."""

@@ -29,8 +29,14 @@ class ProtoEnum:
         """Proto value of a lower-case name (None: UNSPECIFIED)."""
         return 0 if name is None else self.enum.Value(self.prefix + name.upper())
 
+    def names(self) -> list[str]:
+        """Every lower-case name the contract has (UNSPECIFIED aside), in value order."""
+        return [v.name.removeprefix(self.prefix).lower() for v in self.enum.DESCRIPTOR.values if v.number != 0]
+
 
 TASK_TYPE = ProtoEnum(common_pb2.TaskType, "TASK_TYPE_", "task_type")
 ENSEMBLE_STRATEGY = ProtoEnum(gateway_pb2.EnsembleStrategy, "ENSEMBLE_STRATEGY_", "strategy")
+"""Served ensemble strategies: the names of :data:`avengers.core.ensemble.STRATEGIES`, one value each (a test
+checks that every registered strategy has one)."""
 ROUTING_STRATEGY = ProtoEnum(router_pb2.RoutingStrategy, "ROUTING_STRATEGY_", "routing")
 VOTE_METHOD = ProtoEnum(voter_pb2.VoteMethod, "VOTE_METHOD_", "vote_method")

@@ -15,12 +15,18 @@ class EnsembleStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENSEMBLE_STRATEGY_UNSPECIFIED: _ClassVar[EnsembleStrategy]
     ENSEMBLE_STRATEGY_SELF_CONSISTENCY: _ClassVar[EnsembleStrategy]
     ENSEMBLE_STRATEGY_MODEL_SWITCH: _ClassVar[EnsembleStrategy]
+    ENSEMBLE_STRATEGY_TOP_K_VOTE: _ClassVar[EnsembleStrategy]
+    ENSEMBLE_STRATEGY_SCORE_WEIGHTED_VOTE: _ClassVar[EnsembleStrategy]
+    ENSEMBLE_STRATEGY_LOG_ODDS_VOTE: _ClassVar[EnsembleStrategy]
 ENSEMBLE_STRATEGY_UNSPECIFIED: EnsembleStrategy
 ENSEMBLE_STRATEGY_SELF_CONSISTENCY: EnsembleStrategy
 ENSEMBLE_STRATEGY_MODEL_SWITCH: EnsembleStrategy
+ENSEMBLE_STRATEGY_TOP_K_VOTE: EnsembleStrategy
+ENSEMBLE_STRATEGY_SCORE_WEIGHTED_VOTE: EnsembleStrategy
+ENSEMBLE_STRATEGY_LOG_ODDS_VOTE: EnsembleStrategy
 
 class AskRequest(_message.Message):
-    __slots__ = ("query", "task_type", "sampling", "strategy", "switch_threshold", "routing", "vote_method", "tests", "no_cache", "task_id", "entry_point", "alpha")
+    __slots__ = ("query", "task_type", "sampling", "strategy", "switch_threshold", "routing", "vote_method", "tests", "no_cache", "task_id", "entry_point", "top_k", "alpha")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +38,7 @@ class AskRequest(_message.Message):
     NO_CACHE_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ENTRY_POINT_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
     query: str
     task_type: _common_pb2.TaskType
@@ -44,8 +51,9 @@ class AskRequest(_message.Message):
     no_cache: bool
     task_id: str
     entry_point: str
+    top_k: int
     alpha: float
-    def __init__(self, query: _Optional[str] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., strategy: _Optional[_Union[EnsembleStrategy, str]] = ..., switch_threshold: _Optional[float] = ..., routing: _Optional[_Union[_router_pb2.RoutingStrategy, str]] = ..., vote_method: _Optional[_Union[_voter_pb2.VoteMethod, str]] = ..., tests: _Optional[_Iterable[str]] = ..., no_cache: _Optional[bool] = ..., task_id: _Optional[str] = ..., entry_point: _Optional[str] = ..., alpha: _Optional[float] = ...) -> None: ...
+    def __init__(self, query: _Optional[str] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., strategy: _Optional[_Union[EnsembleStrategy, str]] = ..., switch_threshold: _Optional[float] = ..., routing: _Optional[_Union[_router_pb2.RoutingStrategy, str]] = ..., vote_method: _Optional[_Union[_voter_pb2.VoteMethod, str]] = ..., tests: _Optional[_Iterable[str]] = ..., no_cache: _Optional[bool] = ..., task_id: _Optional[str] = ..., entry_point: _Optional[str] = ..., top_k: _Optional[int] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class AskResponse(_message.Message):
     __slots__ = ("request_id", "answer", "text", "models", "cluster", "router_version", "vote", "failed_models", "cached", "task_type", "samples")
