@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import grpc
 import pytest
@@ -229,29 +230,6 @@ async def test_model_switch_on_and_off(stub):
     assert not plain.switched and plain.answer == "B" and sum(c.votes for c in plain.counts) == 10
 
 
-async def test_slow_code_vote_does_not_block_other_votes(stub):
-    finished: list[str] = []
-
-    async def slow():
-        await stub.Vote(
-            voter_pb2.VoteRequest(
-                task_type=CODE,
-                candidates=candidates("def f():\n    while True:\n        pass\n"),
-                tests=["f()"],
-                timeout_seconds=1.5,
-            )
-        )
-        finished.append("code")
-
-    async def quick():
-        await asyncio.sleep(0.2)
-        await stub.Vote(voter_pb2.VoteRequest(task_type=MC, candidates=candidates("Answer: A")))
-        finished.append("mc")
-
-    await asyncio.gather(slow(), quick())
-    assert finished == ["mc", "code"]
-
-
 class CountingSandbox:
     """The real sandbox, counting runs; or one that cannot run at all."""
 
@@ -265,6 +243,47 @@ class CountingSandbox:
             raise SandboxError("a network namespace is required but unavailable here")
         self.runs += 1
         return self.inner.run(program, tests, entry_point, timeout_seconds)
+
+
+class GatedSandbox(CountingSandbox):
+    """The real sandbox; each run first signals that it started, then waits until the test releases it."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def run(self, program, tests=(), entry_point=None, timeout_seconds=None):
+        self.started.set()
+        if not self.release.wait(timeout=60):
+            raise SandboxError("the test never released the run")
+        return super().run(program, tests, entry_point, timeout_seconds)
+
+
+async def test_a_running_code_vote_does_not_block_other_votes():
+    sandbox = GatedSandbox()
+    server = await start_voter_server(config(), "127.0.0.1:0", sandbox=sandbox)
+    finished: list[str] = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = voter_pb2_grpc.VoterStub(channel)
+
+            async def code_vote() -> voter_pb2.VoteResponse:
+                reply = await stub.Vote(code_request(tests=["assert f() == 1"]), timeout=60)
+                finished.append("code")
+                return reply
+
+            code = asyncio.ensure_future(code_vote())
+            assert await asyncio.to_thread(sandbox.started.wait, 30)  # the code vote is in the sandbox now
+            try:  # held there until the multiple-choice vote has its answer
+                quick = await stub.Vote(voter_pb2.VoteRequest(task_type=MC, candidates=candidates("Answer: A")), timeout=30)
+                finished.append("mc")
+            finally:
+                sandbox.release.set()
+            slow = await code
+    finally:
+        await server.stop(0.5)
+    assert finished == ["mc", "code"] and quick.answer == "A" and slow.agreement == 1.0
 
 
 async def test_no_code_candidate_starts_after_the_deadline():
