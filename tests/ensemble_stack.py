@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from avengers.services.model_pool.server import start_model_pool_server
 from avengers.services.router.server import start_router_server
 from avengers.services.voter.server import start_voter_server
 from avengers.stores import create_store
-from conftest import write_jsonl
+from conftest import closed_port, write_jsonl
 
 HASHING = EmbeddingConfig(backend="hashing", dimension=512)
 ROUTER_SCORES = {
@@ -48,12 +47,6 @@ def topic_query(topic: str, rng: random.Random) -> str:
     if topic == "arith":
         return f"Add the integers {a} plus {b} plus {c}: what total sum do you get?"
     return f"Which option names a colour?\nA. table {a}\nB. green {b}\nC. river {c}\nD. seven {d}"
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
+from routing_data import fit_test_router
 
 from avengers.cli import main
 from avengers.config.embedding import EmbeddingConfig
@@ -23,7 +23,7 @@ from avengers.stores import (
     create_store,
 )
 from avengers.stores.qdrant import METADATA_POINT_ID, QdrantCentroidStore
-from routing_data import fit_test_router
+from conftest import closed_port
 
 HASHING = create_embedder(EmbeddingConfig(backend="hashing", dimension=48))
 
@@ -174,9 +174,7 @@ def test_embedded_directory_held_by_another_client_is_unavailable(tmp_path, rout
 
 
 def test_unreachable_qdrant_server_is_unavailable(routers):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
+    port = closed_port()
     store = create_store(StoreConfig(qdrant_url=f"http://127.0.0.1:{port}", timeout_seconds=2))
     with pytest.raises(StoreUnavailable, match=f"Qdrant at http://127.0.0.1:{port}"):
         store.active_version()

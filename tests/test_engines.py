@@ -34,6 +34,7 @@ from avengers.engines import (
 from avengers.engines.base import StopScanner
 from avengers.engines.replay import ReplayEngine, unit_draw
 from avengers.engines.vllm import VLLMEngine
+from conftest import closed_port
 
 # Async tests share the module-scoped fixtures' event loop.
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -405,7 +406,7 @@ async def test_openai_stream(fake_openai):
 
 
 @module_loop
-async def test_openai_errors_map_to_statuses(fake_openai, unused_tcp_port):
+async def test_openai_errors_map_to_statuses(fake_openai):
     engine = await openai_engine(fake_openai.base_url, model_id="missing")
     with pytest.raises(NotServed, match="does not exist"):
         await engine.generate(request())
@@ -435,7 +436,7 @@ async def test_openai_errors_map_to_statuses(fake_openai, unused_tcp_port):
     finally:
         await retrying.shutdown()
 
-    dead = await openai_engine(f"http://127.0.0.1:{unused_tcp_port}/v1")
+    dead = await openai_engine(f"http://127.0.0.1:{closed_port()}/v1")
     try:
         with pytest.raises(EngineUnavailable, match="cannot reach"):
             await dead.generate(request())
@@ -717,3 +718,10 @@ async def test_vllm_not_installed_is_failed_precondition():
         await engine.start()
     with pytest.raises(ValueError, match="needs model_id"):
         ModelConfig(name="q", backend="vllm")
+
+
+def test_an_engine_is_named_after_its_model_not_its_backend(tmp_path):
+    outputs = tmp_path / "outputs.jsonl"
+    outputs.write_text('{"model": "m", "query": "q", "samples": ["a"]}\n')
+    engine = create_engine(ModelConfig(name="my-model", backend="replay", replay={"outputs_path": str(outputs)}))
+    assert (engine.name, engine.backend) == ("my-model", "replay")

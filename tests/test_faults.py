@@ -16,7 +16,6 @@ import asyncio
 import io
 import json
 import random
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -49,7 +48,7 @@ from avengers.services.router.server import start_router_server
 from avengers.services.voter.server import start_voter_server
 from avengers.stores import create_store
 from avengers.v1 import gateway_pb2, gateway_pb2_grpc, router_pb2, router_pb2_grpc
-from conftest import write_jsonl
+from conftest import free_port, write_jsonl
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -59,12 +58,6 @@ LOOPBACK = {"host": "127.0.0.1", "port": 0}
 LOAD_SECONDS = 3.0
 FAULT_AFTER = 1.0
 RECOVERY_SECONDS = 45.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FakeReplica:

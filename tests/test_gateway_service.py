@@ -5,7 +5,6 @@ whose server is down), and Redis (a redis-server started here)."""
 from __future__ import annotations
 
 import random
-import socket
 
 import grpc
 import pytest
@@ -31,7 +30,7 @@ from avengers.services.voter.server import start_voter_server
 from avengers.state import RedisConnection, RedisFeedbackStore
 from avengers.stores import create_store
 from avengers.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from conftest import write_jsonl
+from conftest import closed_port, write_jsonl
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -56,12 +55,6 @@ def topic_query(topic: str, rng: random.Random) -> str:
     if topic == "choice":
         return f"Which option names a colour?\nA. table {a}\nB. green {b}\nC. river {c}\nD. seven {d}"
     return f"A rectangle garden measures {a} metres by {b} metres. Find its area in square metres."
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from avengers.cli import main as cli_main
 from avengers.config.model_pool import MODEL_POOL_SERVICER_FUNCTION, ModelPoolConfig
 from avengers.services.model_pool.serve_config import render_serve_config
 from avengers.v1 import common_pb2, model_pool_pb2, model_pool_pb2_grpc
-from conftest import write_jsonl
+from conftest import free_port, write_jsonl
 
 pytestmark = pytest.mark.slow
 # Async tests share the module-scoped fixtures' event loop.
@@ -25,12 +24,6 @@ module_loop = pytest.mark.asyncio(loop_scope="module")
 
 APP = "model_pool"
 METADATA = (("application", APP),)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pool_config(labels: str, grpc_port: int) -> ModelPoolConfig:

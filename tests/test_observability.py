@@ -49,14 +49,9 @@ from avengers.v1 import (
     router_pb2,
     router_pb2_grpc,
 )
+from conftest import free_port
 
 EMBEDDER = "avengers.v1.Embedder"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sample(name: str, **labels: str) -> float:

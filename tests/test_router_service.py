@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 
 import grpc
 import numpy as np
@@ -23,6 +22,7 @@ from avengers.services.embedder.server import start_embedder_server
 from avengers.services.router.server import start_router_server
 from avengers.stores import create_store
 from avengers.v1 import common_pb2, router_pb2, router_pb2_grpc
+from conftest import closed_port
 
 NEAREST, SOFT = router_pb2.ROUTING_STRATEGY_NEAREST, router_pb2.ROUTING_STRATEGY_SOFT
 QUERIES = {
@@ -50,12 +50,6 @@ def minilm_router(minilm):
 @pytest.fixture(scope="module")
 def hashing_router(hashing):
     return fit_test_router(hashing, k=3)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def store_config(tmp_path, **extra) -> StoreConfig:
@@ -216,7 +210,7 @@ async def test_bad_input_is_invalid_argument(minilm_stack, minilm):
 
 async def test_embedder_down_is_unavailable_but_embeddings_still_route(tmp_path, minilm, minilm_router):
     publish(tmp_path, minilm_router)
-    async with serving_router(router_config(tmp_path, f"127.0.0.1:{free_port()}")) as (_, client):
+    async with serving_router(router_config(tmp_path, f"127.0.0.1:{closed_port()}")) as (_, client):
         code, details = await client.status_of(query=QUERIES["model-math"])
         assert code == grpc.StatusCode.UNAVAILABLE and "Embedder service" in details
         response = await client.route(embedding=vector(minilm.encode([QUERIES["model-math"]])[0]))
@@ -261,7 +255,7 @@ async def test_no_router_at_start_then_recovers(tmp_path, hashing, hashing_route
 
 
 async def test_unreachable_qdrant_server_at_start():
-    dead = RouterServiceConfig(store=StoreConfig(qdrant_url=f"http://127.0.0.1:{free_port()}", timeout_seconds=2))
+    dead = RouterServiceConfig(store=StoreConfig(qdrant_url=f"http://127.0.0.1:{closed_port()}", timeout_seconds=2))
     async with serving_router(dead) as (_, client):
         assert await client.health() == health_pb2.HealthCheckResponse.NOT_SERVING
         code, details = await client.status_of(query="anything")
