@@ -175,7 +175,12 @@ def register_engine(name: str) -> Callable[[type[Engine]], type[Engine]]:
 
     def wrap(cls: type[Engine]) -> type[Engine]:
         cls.backend = name
-        return ENGINES.register(name)(cls)
+        ENGINES.register(name)(cls)
+        # The registry names a class by setting ``cls.name``; an engine's ``name`` is its model's (the
+        # property above), so drop that attribute again: the backend name is ``cls.backend``.
+        if vars(cls).get("name") == name:
+            del cls.name
+        return cls
 
     return wrap
 

@@ -20,7 +20,7 @@ Runs on GPU nodes (``pip install 'avengers[vllm]'``) and on CPU with the CPU bui
 vLLM is imported only in :meth:`VLLMEngine.start`, so this module imports everywhere; without vLLM, starting
 the engine raises :class:`EngineNotInstalled`. Everything vLLM-specific goes through one object,
 :func:`import_vllm`'s namespace, which unit tests replace with a fake at exactly that boundary (the vLLM lane,
-``tests/vllm/``, runs the real one).
+``tests/vllm_lane/``, runs the real one).
 """
 
 from __future__ import annotations
