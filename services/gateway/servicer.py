@@ -122,7 +122,17 @@ def parse_ask(request: gateway_pb2.AskRequest, config: GatewayServiceConfig, req
         task_id=request.task_id,
         request_id=request_id,
         top_k=top_k,
+        alpha=checked_alpha(request),
     )
+
+
+def checked_alpha(request: gateway_pb2.AskRequest) -> float | None:
+    """The request's routing cost weight (None: the router's default); INVALID_ARGUMENT outside [0, 1]."""
+    if not request.HasField("alpha"):
+        return None
+    if not (math.isfinite(request.alpha) and 0.0 <= request.alpha <= 1.0):
+        raise InvalidArgument(f"alpha must be in [0, 1], got {request.alpha}")
+    return request.alpha
 
 
 def response_cache_key(query: EnsembleQuery, router_version: str, instruction: str) -> str:
@@ -138,6 +148,7 @@ def response_cache_key(query: EnsembleQuery, router_version: str, instruction: s
         "switch_threshold": query.switch_threshold if query.strategy == "model_switch" else None,
         "models": create_strategy(query.strategy).models(query.top_k),
         "routing": query.routing,
+        "alpha": query.alpha,
         "vote_method": query.vote_method,
         "tests": list(query.tests),
         "entry_point": query.entry_point,

@@ -1,4 +1,4 @@
-"""Router versions in the centroid store: ``publish``, ``routers list|activate|delete``.
+"""Router versions in the centroid store: ``publish``, ``refit --with-feedback``, ``routers list|activate|delete``.
 
 Routers serving from the store poll its active version and switch to a newly activated one atomically.
 With embedded Qdrant (a directory, no server) a running router opens the directory only during its
@@ -77,6 +77,68 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return run_store_command(args, publish)
 
 
+def read_feedback(args: argparse.Namespace, artifact: RouterArtifact):
+    """(k, m) feedback counts and sums of ``artifact``'s version from the gateways' Redis."""
+    import asyncio
+
+    from avengers.config.state import FeedbackConfig, RedisConfig
+    from avengers.state.connection import RedisConnection, StateError
+    from avengers.state.feedback import RedisFeedbackStore, tally_matrices
+
+    url = args.redis_url or RedisConfig().url
+    if not url:
+        raise CommandError("--with-feedback reads the gateways' feedback from Redis: pass --redis-url or set REDIS_URL")
+    redis_config = RedisConfig(url=url, **({"key_prefix": args.key_prefix} if args.key_prefix is not None else {}))
+
+    async def read():
+        connection = RedisConnection(redis_config)
+        try:
+            return await RedisFeedbackStore(FeedbackConfig(backend="redis"), connection).tallies(artifact.version)
+        finally:
+            await connection.close()
+
+    try:
+        tallies = asyncio.run(read())
+    except StateError as exc:
+        raise CommandError(str(exc)) from None
+    return tally_matrices(tallies, artifact.models, artifact.k)
+
+
+def cmd_refit(args: argparse.Namespace) -> int:
+    if not args.with_feedback:
+        raise CommandError("nothing to refit: pass --with-feedback (calibration + the feedback on the router)")
+    if args.router:
+        artifact = RouterArtifact.load(args.router)
+    else:
+        with open_store(args) as store:
+            try:
+                artifact = store.load(args.version) if args.version else store.load_active()
+            except StoreError as exc:
+                raise CommandError(str(exc)) from None
+    counts, sums = read_feedback(args, artifact)
+    refit = artifact.with_feedback(counts, sums, args.feedback_weight)
+    touched = int((counts.sum(axis=1) > 0).sum())
+    print(
+        f"router {artifact.version} + {int(counts.sum())} feedback observations on {touched} of {artifact.k} clusters "
+        f"(prior weight {refit.feedback_weight:g}) -> router {refit.version}"
+    )
+    if args.out:
+        refit.save(args.out)
+        print(f"wrote {args.out}")
+    if args.no_publish:
+        return 0
+
+    def publish(store: CentroidStore) -> None:
+        version = store.publish(refit)
+        if args.no_activate:
+            print(f"published {version} to {store.describe()}; activate it with `avengers routers activate {version}`")
+            return
+        store.activate(version)
+        print(f"published and activated {version} in {store.describe()}; routers switch at their next poll")
+
+    return run_store_command(args, publish)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     def show(store: CentroidStore) -> None:
         routers = store.list_versions()
@@ -118,6 +180,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", type=int, metavar="N", help="after activating, delete all but the N newest versions")
     add_store_args(p)
     p.set_defaults(handler=cmd_publish)
+
+    p = sub.add_parser(
+        "refit", help="publish a new router version from a router's calibration scores plus the feedback on it"
+    )
+    p.add_argument("--with-feedback", action="store_true", help="fold the feedback tallies kept in Redis into the scores")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--router", help="router directory (default: the store's active version, or --version)")
+    src.add_argument("--version", help="published version to refit (default: the active one)")
+    p.add_argument("--redis-url", help="Redis the gateways keep feedback in (default: $REDIS_URL)")
+    p.add_argument("--key-prefix", help="the gateways' Redis key prefix (default: avengers:)")
+    p.add_argument("--feedback-weight", type=float, help="pseudo-observations behind each calibration score (default 10)")
+    p.add_argument("--out", help="also write the new router directory here")
+    p.add_argument("--no-publish", action="store_true", help="do not publish (with --out: only write the directory)")
+    p.add_argument("--no-activate", action="store_true", help="publish only; keep the active version")
+    add_store_args(p)
+    p.set_defaults(handler=cmd_refit)
 
     p = sub.add_parser("routers", help="list, activate or delete published routers")
     actions = p.add_subparsers(dest="routers_command", required=True, metavar="ACTION")

@@ -54,14 +54,23 @@ class GrpcRouterClient(RouterClient):
         self.stub = router_pb2_grpc.RouterStub(channel)
         self.address = address
 
-    async def route(self, query: str, *, top_n: int, strategy: str | None, timeout: float) -> RouteResult:
-        return await self._route(router_pb2.RouteRequest(query=query), top_n, strategy, timeout)
+    async def route(
+        self, query: str, *, top_n: int, strategy: str | None, timeout: float, alpha: float | None = None
+    ) -> RouteResult:
+        return await self._route(router_pb2.RouteRequest(query=query), top_n, strategy, timeout, alpha)
 
     async def _route(
-        self, request: router_pb2.RouteRequest, top_n: int, strategy: str | None, timeout: float
+        self,
+        request: router_pb2.RouteRequest,
+        top_n: int,
+        strategy: str | None,
+        timeout: float,
+        alpha: float | None = None,
     ) -> RouteResult:
         request.top_n = top_n
         request.strategy = ROUTING_STRATEGY.value(strategy)
+        if alpha is not None:
+            request.alpha = alpha
         try:
             response = await self.stub.Route(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
@@ -81,14 +90,16 @@ class EmbeddingRouterClient(GrpcRouterClient):
         self.embedder = EmbedderClient(embedder_address, channel=embedder_channel)
         self.embedder_address = embedder_address
 
-    async def route(self, query: str, *, top_n: int, strategy: str | None, timeout: float) -> RouteResult:
+    async def route(
+        self, query: str, *, top_n: int, strategy: str | None, timeout: float, alpha: float | None = None
+    ) -> RouteResult:
         try:
             embedded = await self.embedder.embed([query], timeout=timeout)
         except ServiceError as exc:
             raise DependencyError(f"embedder at {self.embedder_address}", exc.code.name, str(exc)) from exc
         vector = embedded.vectors[0]
         request = router_pb2.RouteRequest(embedding=common_pb2.Vector(values=vector.tolist()))
-        return await self._route(request, top_n, strategy, timeout)
+        return await self._route(request, top_n, strategy, timeout, alpha)
 
 
 class GrpcModelPoolClient(ModelPoolClient):

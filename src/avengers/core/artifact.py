@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,24 @@ class RouterArtifact:
         selectors = build_selectors(list(self.selector_states), self.selector_states, self.selectors_config)
         return Router(
             self.centroids, self.cluster_scores, routing or self.routing, selectors=selectors, costs=self.costs, table=table
+        )
+
+    def with_feedback(self, counts: np.ndarray, sums: np.ndarray, weight: float | None = None) -> RouterArtifact:
+        """A new version with feedback (k, m) counts and sums folded in (added to any folded in before);
+        routers built from it score clusters by the Beta posteriors (prior weight ``weight``)."""
+        counts = np.asarray(counts, dtype=np.float64)
+        sums = np.asarray(sums, dtype=np.float64)
+        shape = self.cluster_scores.scores.shape
+        if counts.shape != shape or sums.shape != shape:
+            raise ArtifactError(f"feedback shapes {counts.shape}/{sums.shape} do not match {shape}")
+        return replace(
+            self,
+            feedback_counts=counts if self.feedback_counts is None else self.feedback_counts + counts,
+            feedback_sums=sums if self.feedback_sums is None else self.feedback_sums + sums,
+            feedback_weight=self.feedback_weight if weight is None else float(weight),
+            stats={**self.stats, "refit_from": self.version},
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            version="",
         )
 
     def metadata(self) -> dict[str, Any]:

@@ -191,6 +191,8 @@ class EnsembleQuery:
     top_k: int = 0
     """Routed models that share the n samples (strategies top_k_vote, score_weighted_vote, log_odds_vote);
     0: the strategy's default."""
+    alpha: float | None = None
+    """Routing cost weight in [0, 1] (Avengers-Pro, arXiv 2508.12631); None: the router's default."""
 
 
 @dataclass
@@ -468,8 +470,10 @@ class EnsemblePipeline:
 
     async def route(self, query: EnsembleQuery, deadline: Deadline) -> RouteResult:
         """Every routed model for the query, best first."""
+        cost = {} if query.alpha is None else {"alpha": query.alpha}  # routers without costs never see it
         route = await self.router.route(
-            query.query, top_n=0, strategy=query.routing, timeout=deadline.timeout("routing", self.timeouts.route)
+            query.query, top_n=0, strategy=query.routing, timeout=deadline.timeout("routing", self.timeouts.route),
+            **cost,
         )
         if not route.models:
             raise DependencyError("router", "FAILED_PRECONDITION", "the route has no models")
