@@ -85,11 +85,36 @@ def test_shipped_defaults_are_consistent():
         assert len(scores) > 1
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a listening TCP socket on ``port`` (from /proc/net/tcp, hex: 0100007F = 127.0.0.1)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:
+            found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
 def test_up_then_ask_then_sigterm(tmp_path):
-    up = Up(["--ports", "auto", "--data-dir", str(tmp_path / "up")], tmp_path / "up.log")
+    import openai
+
+    metrics_port = free_port()
+    up = Up(["--ports", "auto", "--metrics-port", str(metrics_port), "--data-dir", str(tmp_path / "up")],
+            tmp_path / "up.log")
     try:
         ready = up.wait_for("ready:", START_TIMEOUT)
         address = ready.split("--addr", 1)[1].split()[0]
+        http_url = next(line for line in up.output if line.startswith("http ")).split()[1]
+        metrics = next(line for line in up.output if line.startswith("metrics "))
+        assert f"http://127.0.0.1:{metrics_port}/metrics" in metrics
+        assert listening_addresses(metrics_port) == {"127.0.0.1"}  # not 0.0.0.0: the stack binds loopback only
         asked = subprocess.run(
             [*AVENGERS, "ask", "What is 12 + 30?", "--addr", address, "--n", "2", "--max-tokens", "12", "--json"],
             check=False, capture_output=True, text=True, timeout=300, env=env_without_state(),
@@ -109,6 +134,13 @@ def test_up_then_ask_then_sigterm(tmp_path):
         )
         assert readable.returncode == 0, readable.stderr
         assert "models:" in readable.stdout and "cluster:" in readable.stdout and "votes:" in readable.stdout
+
+        client = openai.OpenAI(base_url=http_url, api_key="unused", max_retries=0, timeout=300)
+        assert client.models.list().data[0].id == "avengers"
+        completion = client.chat.completions.create(
+            model="avengers", messages=[{"role": "user", "content": "What is 12 + 30?"}], n=2, max_tokens=12
+        )
+        assert set(completion.model_extra["avengers"]["models"]) <= set(pool)
     finally:
         code = up.stop()
     assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
@@ -131,6 +163,7 @@ def iter_rest(up: Up) -> list[str]:
     ("args", "needle"),
     [
         (["--ports", "gateway=notaport"], "--ports"),
+        (["--ports", "htp=8080"], "http"),  # the error lists the names, http among them
         (["--pool", "{pool}", "--embedder", "hashing", "--ports", "auto"], "does not serve"),
     ],
 )

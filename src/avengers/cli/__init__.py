@@ -17,13 +17,40 @@ class CommandError(Exception):
     """A user error: printed as one line on stderr, exit status 2."""
 
 
+DESCRIPTION = (
+    "Many small open LLMs behind one API: fit and evaluate routers offline, run the services "
+    "(gRPC, and an OpenAI-compatible HTTP API), ask the ensemble. `avengers COMMAND --help` for each command."
+)
+
+
+def polish_help(parser: argparse.ArgumentParser) -> None:
+    """Help as a user reads it: single backticks (docstrings use reST's double ones) and every option's
+    default stated (an option whose help names none gets "(default: X)" when it has one)."""
+    if parser.description:
+        parser.description = parser.description.replace("``", "`")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                polish_help(child)
+            continue
+        if not action.option_strings or action.help == argparse.SUPPRESS or action.required:
+            continue
+        if action.help is not None:
+            action.help = action.help.replace("``", "`")
+        if isinstance(action, argparse._StoreConstAction) or action.default in (None, argparse.SUPPRESS):
+            continue  # flags, and options that are simply absent unless given
+        if "default" not in (action.help or ""):
+            action.help = f"{action.help} (default: %(default)s)" if action.help else "(default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="avengers", description=__doc__)
+    parser = argparse.ArgumentParser(prog="avengers", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"avengers {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"avengers.cli.{name}").register(sub)
+    polish_help(parser)
     return parser
 
 

@@ -14,12 +14,12 @@ import importlib
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from avengers.cli import CommandError
 from avengers.config.base import ConfigModel
 from avengers.observability.tracing import configure_tracing
-from avengers.rpc.server import serve_until_signal
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,11 @@ SERVICES: dict[str, ServiceEntry] = {
     "gateway": ServiceEntry("avengers.config.gateway_service:GatewayServiceConfig", "avengers.services.gateway.server:start_gateway_server", "Ask/Feedback: embed -> route -> generate -> vote, response cache (port 50050)"),
     "model-pool": ServiceEntry("avengers.config.model_pool:ModelPoolConfig", "avengers.services.model_pool.server:start_model_pool_server", "n samples per request from configured models, engines in-process, no Ray (port 9000)"),
     "voter": ServiceEntry("avengers.config.voter_service:VoterServiceConfig", "avengers.services.voter.server:start_voter_server", "candidates -> one answer: extraction per task type, majority/weighted vote, model switch, code sandbox (port 50053)"),
-    # One line per further service, e.g.:
-    # "voter": ServiceEntry("avengers.config.voter_service:VoterServiceConfig",
-    #                       "avengers.services.voter.server:start_voter_server", "majority voting (port 50053)"),
+    "http": ServiceEntry(
+        "avengers.config.http_service:HttpServiceConfig",
+        "avengers.services.http.server:start_http_server",
+        "OpenAI-compatible HTTP API over the gateway: /v1/chat/completions, /v1/completions, /v1/models (port 8080)",
+    ),
 }
 
 
@@ -62,6 +64,10 @@ def resolve(path: str) -> Any:
 def load_config(entry: ServiceEntry, args: argparse.Namespace) -> ConfigModel:
     config_class: type[ConfigModel] = resolve(entry.config)
     config = config_class.from_yaml(args.config, key=args.config_key) if args.config else config_class()
+    if args.config and hasattr(config, "models"):  # a model pool: its file paths are relative to the YAML
+        from avengers.cli.pool import anchor_paths
+
+        config = anchor_paths(config, Path(args.config).resolve().parent)
     server_update = {name: value for name, value in (("port", args.port), ("host", args.host)) if value is not None}
     if server_update:
         server = config.server.model_validate({**config.server.to_dict(), **server_update})
@@ -72,10 +78,14 @@ def load_config(entry: ServiceEntry, args: argparse.Namespace) -> ConfigModel:
 async def run_service(name: str, config: ConfigModel) -> None:
     configure_tracing(f"avengers-{name}")  # before the service opens its channels (OTEL_TRACES_EXPORTER)
     running = await resolve(SERVICES[name].start)(config)
-    print(f"avengers {name} serving on {config.server.host}:{running.port}", flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the "serving" line: a signal right after it stops cleanly
+        loop.add_signal_handler(sig, stop.set)
+    url = getattr(running, "url", None)
+    print(f"avengers {name} serving on {config.server.host}:{running.port}" + (f" ({url})" if url else ""), flush=True)
     reload = getattr(running, "reload", None)
     if reload is not None:
-        loop = asyncio.get_running_loop()
         reloads: set[asyncio.Task] = set()  # strong references until done
 
         def on_sighup() -> None:
@@ -85,7 +95,9 @@ async def run_service(name: str, config: ConfigModel) -> None:
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    await serve_until_signal(running, grace=config.server.grace_seconds)
+    await stop.wait()
+    log.info("shutting down (grace %.1fs)", config.server.grace_seconds)
+    await running.stop(config.server.grace_seconds)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -108,6 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("service", choices=list(SERVICES), help="service to run")
     p.add_argument("--port", type=int, help="port to bind (default: the service's; 0 picks a free one)")
     p.add_argument("--host", help="interface to bind (default: 0.0.0.0)")
-    p.add_argument("--config", metavar="YAML", help="the service's config file")
-    p.add_argument("--config-key", metavar="KEY", help="section of --config holding this service's config")
+    p.add_argument("--config", metavar="YAML", help="the service's config file (default: built-in defaults)")
+    p.add_argument("--config-key", metavar="KEY",
+                   help="section of --config holding this service's config (default: the whole file)")
     p.set_defaults(handler=cmd_serve)

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -23,8 +24,9 @@ from avengers.cli import CommandError
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("gateway", "embedder", "router", "voter", "model_pool")
-DEFAULT_PORTS = {"gateway": 50050, "embedder": 50051, "router": 50052, "voter": 50053, "model_pool": 9000}
+SERVICES = ("gateway", "embedder", "router", "voter", "model_pool", "http")
+DEFAULT_PORTS = {"gateway": 50050, "embedder": 50051, "router": 50052, "voter": 50053, "model_pool": 9000,
+                 "http": 8080}
 
 
 def parse_ports(spec: str) -> dict[str, int]:
@@ -115,8 +117,8 @@ def ensure_router(
 
 async def served_models(address: str, application: str | None) -> list[str] | None:
     """Models a remote pool serves (None when it cannot be asked now)."""
-    from avengers.core.ensemble import DependencyError
     from avengers.clients.ensemble import GrpcModelPoolClient, open_channel
+    from avengers.core.ensemble import DependencyError
 
     channel = open_channel(address, 16 * 1024 * 1024)
     try:
@@ -129,24 +131,32 @@ async def served_models(address: str, application: str | None) -> list[str] | No
 
 
 async def run_up(args: argparse.Namespace) -> int:
+    from avengers.cli.pool import load_pool
     from avengers.config.embedder_service import EmbedderServiceConfig
     from avengers.config.embedding import EmbeddingConfig
     from avengers.config.gateway_service import DownstreamConfig, GatewayServiceConfig
-    from avengers.config.model_pool import ModelPoolConfig
+    from avengers.config.http_service import HttpServiceConfig, UpstreamConfig
     from avengers.config.router_service import RouterServiceConfig
+    from avengers.config.server import ServerConfig
     from avengers.config.state import RedisConfig
     from avengers.config.store import StoreConfig
     from avengers.config.voter_service import VoterServiceConfig
     from avengers.core.embedding import create_embedder
     from avengers.data import data_path
-    from avengers.rpc.server import serve_until_signal
     from avengers.services.embedder.server import start_embedder_server
     from avengers.services.gateway.server import start_gateway_server
+    from avengers.services.http.server import start_http_server
     from avengers.services.router.server import start_router_server
     from avengers.services.voter.server import start_voter_server
 
     ports = parse_ports(args.ports)
     host = args.host
+    metrics_port = args.metrics_port
+
+    def on_host(name: str, **fields: Any) -> ServerConfig:
+        """The server section of a service of this stack: metrics on the stack's interface, not 0.0.0.0."""
+        return ServerConfig(host=host, port=ports[name], metrics_port=metrics_port, **fields)
+
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -154,7 +164,7 @@ async def run_up(args: argparse.Namespace) -> int:
     if args.model_pool_addr:
         served = await served_models(args.model_pool_addr, args.application)
     else:
-        pool_config = ModelPoolConfig.from_yaml(args.pool or data_path("default_pool.yaml"))
+        pool_config = load_pool(args.pool or data_path("default_pool.yaml"))
         served = pool_config.model_names
 
     if args.embedder == "hashing":
@@ -186,24 +196,28 @@ async def run_up(args: argparse.Namespace) -> int:
     try:
         await launch(
             "embedder", "embedder",
-            start_embedder_server(EmbedderServiceConfig(embedding=embedding), f"{host}:{ports['embedder']}",
-                                  embedder=embedder),
+            start_embedder_server(EmbedderServiceConfig(embedding=embedding, server=on_host("embedder")),
+                                  f"{host}:{ports['embedder']}", embedder=embedder),
         )
         await launch(
             "router", "router",
             start_router_server(
-                RouterServiceConfig(store=store_config, embedder_address=addresses["embedder"], poll_interval_seconds=5),
+                RouterServiceConfig(store=store_config, embedder_address=addresses["embedder"], poll_interval_seconds=5,
+                                    server=on_host("router")),
                 f"{host}:{ports['router']}",
             ),
         )
         await launch(
             "voter", "voter",
-            start_voter_server(VoterServiceConfig(embedder_address=addresses["embedder"]), f"{host}:{ports['voter']}"),
+            start_voter_server(VoterServiceConfig(embedder_address=addresses["embedder"], server=on_host("voter")),
+                               f"{host}:{ports['voter']}"),
         )
         if pool_config is not None:
             from avengers.services.model_pool.server import start_model_pool_server
 
             print(f"loading models {', '.join(pool_config.model_names)} ...", file=sys.stderr, flush=True)
+            pool_server = pool_config.server.model_copy(update={"host": host, "metrics_port": metrics_port})
+            pool_config = pool_config.model_copy(update={"server": pool_server})
             await launch("model pool", "model_pool", start_model_pool_server(pool_config, f"{host}:{ports['model_pool']}"))
         else:
             addresses["model_pool"] = args.model_pool_addr
@@ -218,14 +232,30 @@ async def run_up(args: argparse.Namespace) -> int:
         gateway = await launch(
             "gateway", "gateway",
             start_gateway_server(
-                GatewayServiceConfig(downstream=downstream, redis=RedisConfig(url=redis_url or None)),
+                GatewayServiceConfig(downstream=downstream, redis=RedisConfig(url=redis_url or None),
+                                     server=on_host("gateway")),
                 f"{host}:{ports['gateway']}",
+            ),
+        )
+        http = await launch(
+            "HTTP API", "http",
+            start_http_server(
+                HttpServiceConfig(
+                    server=on_host("http"),
+                    gateway=UpstreamConfig(address=addresses["gateway"]),
+                    model_pool={"address": addresses["model_pool"], "application": args.application},
+                ),
+                f"{host}:{ports['http']}",
             ),
         )
     except BaseException:
         await stop_all(started)
         raise
 
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the "ready" line: a signal right after it stops cleanly
+        loop.add_signal_handler(sig, stop.set)
     pool_note = ", ".join(served or []) if pool_config is not None else f"remote, {', '.join(served or ['?'])}"
     print(
         "\n".join(
@@ -235,18 +265,27 @@ async def run_up(args: argparse.Namespace) -> int:
                 f"voter       {addresses['voter']}",
                 f"model pool  {addresses['model_pool']}  ({pool_note})",
                 f"gateway     {addresses['gateway']}  (cache and feedback: {'redis' if redis_url else 'in process'})",
+                f"http        {http.url}/v1  (OpenAI-compatible: model 'avengers' or a pool model)",
+                f"metrics     {metrics_url(gateway, host)}",
                 f'ready: avengers ask --addr {addresses["gateway"]} "What is 12 + 30?"   (Ctrl-C stops)',
             ]
         ),
         flush=True,
     )
 
-    async def stop_rest() -> None:
-        await stop_all(started[:-1])
-
-    await serve_until_signal(gateway, grace=args.grace, on_stop=stop_rest)
+    await stop.wait()
+    log.info("shutting down (grace %.1fs)", args.grace)
+    await http.stop(args.grace)  # the front first, then the rest in reverse start order
+    await stop_all([entry for entry in started if entry[1] is not http], grace=args.grace)
     print("avengers up: stopped", flush=True)
     return 0
+
+
+def metrics_url(server: Any, host: str) -> str:
+    """Where the process's /metrics endpoint is (the services of ``up`` share one), or why there is none."""
+    if server.metrics_port is None:
+        return "off (--metrics-port 0, or the port was taken: see the log)"
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{server.metrics_port}/metrics"
 
 
 async def stop_all(started: list[tuple[str, Any]], grace: float = 2.0) -> None:
@@ -285,8 +324,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ports", default="",
         help="'auto' for free ports, or NAME=PORT,... over the defaults gateway=50050, embedder=50051, "
-             "router=50052, voter=50053, model-pool=9000",
+             "router=50052, voter=50053, model-pool=9000, http=8080 (the OpenAI-compatible API)",
     )
+    p.add_argument("--metrics-port", type=int,
+                   help="port of the shared /metrics endpoint, on --host; 0: none (default: $AVENGERS_METRICS_PORT, "
+                        "else 9090)")
     p.add_argument("--redis-url", help="Redis for the response cache and feedback (default: $REDIS_URL, else in process)")
-    p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
+    p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown (default: %(default)s)")
     p.set_defaults(handler=cmd_up)

@@ -25,6 +25,16 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
+class HealthServicer(health.aio.HealthServicer):
+    """grpc's aio health servicer, plus ``List`` (every service's status), which it leaves unimplemented
+    (each call logged an ERROR traceback and ended UNKNOWN/UNIMPLEMENTED)."""
+
+    async def List(self, request: health_pb2.HealthListRequest, context) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(
+            statuses={name: health_pb2.HealthCheckResponse(status=status) for name, status in self._server_status.items()}
+        )
+
+
 @dataclass
 class ServiceBinding:
     """One servicer on a server: its instance, the generated ``add_*_to_server`` and its full name."""
@@ -97,7 +107,7 @@ async def start_server(
     for b in bindings:
         b.add_to_server(b.servicer, server)
         names.append(b.full_name)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     described = "TLS (given credentials)" if credentials else security.description
