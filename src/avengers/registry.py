@@ -53,7 +53,9 @@ class Registry(Generic[T]):
                 if name in self._entries and self._entries[name] is not entry:
                     raise ValueError(f"{self.kind} {name!r} is registered twice")
                 self._entries[name] = entry
-            if isinstance(entry, type) and "name" not in vars(entry):
+            # a class without a ``name`` gets the registered one; a class whose base defines ``name`` (e.g. the
+            # engines' property: the model's name) keeps it
+            if isinstance(entry, type) and not hasattr(entry, "name"):
                 try:
                     entry.name = name  # type: ignore[attr-defined]
                 except (AttributeError, TypeError):
