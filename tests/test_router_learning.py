@@ -177,3 +177,26 @@ async def test_negative_feedback_moves_routing_away_at_the_next_poll_then_refit_
     assert refit.router_version == result.version and refit.models[0].model == "cheap"
     info = await router.GetRouterInfo(router_pb2.GetRouterInfoRequest(), timeout=30)
     assert info.feedback_observations == 8  # folded in; the new version has no live tallies yet
+
+
+async def test_thompson_exploration_is_rate_limited_and_tries_the_other_model(stack):
+    redis = RedisConfig(url=stack.redis_url, key_prefix=stack.prefix)
+
+    async def first_models(rate: float) -> tuple[list[str], list[bool]]:
+        config = RouterServiceConfig(
+            store=stack.store_config, embedder_address=stack.addresses["embedder"], poll_interval_seconds=0,
+            feedback=RouterFeedbackConfig(enabled=True, redis=redis, explore_rate=rate, seed=1),
+        )
+        server = await start_router_server(config, "127.0.0.1:0")
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                stub = router_pb2_grpc.RouterStub(channel)
+                answers = [await stub.Route(router_pb2.RouteRequest(query=q), timeout=30) for q in stack.queries * 2]
+        finally:
+            await server.stop(0)
+        return [a.models[0].model for a in answers], [a.explored for a in answers]
+
+    firsts, explored = await first_models(0.0)
+    assert not any(explored) and len(set(firsts)) == 1  # no exploration: always the same choice
+    firsts, explored = await first_models(1.0)
+    assert all(explored) and set(firsts) == {"strong", "cheap"}  # draws from both posteriors win sometimes

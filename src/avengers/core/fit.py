@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 
 from avengers.config.clustering import ClusteringConfig
-from avengers.config.routing import RoutingConfig, ScoringConfig, SelectorsConfig
+from avengers.config.routing import CLUSTER_SELECTORS, RoutingConfig, ScoringConfig, SelectorsConfig
 from avengers.core.artifact import RouterArtifact
 from avengers.core.clustering import Clustering, cluster
 from avengers.core.embedding import Embedder
@@ -53,14 +53,16 @@ def fit_router_on_embeddings(
 ) -> RouterArtifact:
     """Fit on precomputed embeddings of ``labels.queries`` (made by the embedder ``embedder_name``).
 
-    ``selectors`` None fits no learned selector (the paper's recipe alone); ``select_models_count`` keeps the
+    ``selectors`` None fits only the selector the routing strategy needs (none for nearest/soft);
+    ``select_models_count`` keeps the
     N models that cover the clusters best (:func:`select_models`); ``clustered`` reuses a clustering of
     ``embeddings`` made with ``clustering`` (studies that fit several routers on one clustering).
     """
     clustering = clustering or ClusteringConfig()
     scoring = scoring or ScoringConfig()
-    selectors = selectors or SelectorsConfig(fit=[])
     routing = routing or RoutingConfig()
+    if selectors is None:  # only what the default routing needs
+        selectors = SelectorsConfig(fit=[] if routing.strategy in CLUSTER_SELECTORS else [routing.strategy])
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if len(embeddings) != len(labels):
         raise ValueError(f"{len(embeddings)} embeddings for {len(labels)} labelled queries")
