@@ -18,6 +18,7 @@ import pytest
 from avengers.config.model_pool import ModelPoolConfig
 from avengers.core.labels import read_labels
 from avengers.data import data_path
+from conftest import free_port
 
 AVENGERS = [sys.executable, "-m", "avengers"]
 START_TIMEOUT = 300
@@ -83,12 +84,6 @@ def test_shipped_defaults_are_consistent():
     for model in labels.models:
         scores = {row.scores[model] for row in labels.rows}
         assert len(scores) > 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening_addresses(port: int) -> set[str]:
