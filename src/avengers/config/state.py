@@ -40,7 +40,12 @@ class RedisConfig(ConfigModel):
     """Socket timeout of one command."""
 
     backoff_seconds: float = Field(default=5.0, ge=0.0)
-    """After a connection failure, operations fail at once for this long instead of waiting on a dead Redis."""
+    """After a connection failure, operations fail at once for this long instead of waiting on a dead Redis
+    (ended early by a successful probe, see ``probe_interval_seconds``)."""
+
+    probe_interval_seconds: float = Field(default=0.5, ge=0.0)
+    """While Redis is down, one background PING this often; the first that answers ends the fail-fast window,
+    so Redis is used again within about this long after it returns (0: no probe, wait out the backoff)."""
 
 
 class CacheConfig(ConfigModel):

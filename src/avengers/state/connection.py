@@ -1,7 +1,10 @@
-"""One Redis connection (redis.asyncio) shared by the state stores, failing fast while Redis is down."""
+"""One Redis connection (redis.asyncio) shared by the state stores, failing fast while Redis is down and back
+in use as soon as it returns."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -39,7 +42,14 @@ def redacted_url(url: str) -> str:
 
 
 class RedisConnection:
-    """A redis.asyncio client plus the key prefix; after a connection failure, fails fast for a while."""
+    """A redis.asyncio client plus the key prefix; after a connection failure, fails fast until Redis is back.
+
+    A connection failure opens a fail-fast window of ``backoff_seconds`` (operations raise at once instead of
+    waiting on a dead Redis) and drops every pooled connection: after a restart they would all be stale, each
+    failing once more and reopening the window. Meanwhile one background PING every
+    ``probe_interval_seconds`` checks whether Redis is back; the first that answers closes the window, so
+    Redis is used again within about one probe interval of its return.
+    """
 
     def __init__(self, config: RedisConfig, client: Any | None = None):
         if not config.url:
@@ -58,9 +68,15 @@ class RedisConnection:
         )
         self._down_until = 0.0
         self._last_error = ""
+        self._probe: asyncio.Task | None = None
 
     def key(self, *parts: str) -> str:
         return self.config.key_prefix + ":".join(parts)
+
+    @property
+    def available(self) -> bool:
+        """False while in the fail-fast window after a connection failure."""
+        return time.monotonic() >= self._down_until
 
     async def run(self, store: str, operation: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """``await fn(client)``; any Redis failure becomes :class:`StateUnavailable` naming Redis and the cause."""
@@ -77,13 +93,40 @@ class RedisConnection:
             return await fn(self.client)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, TimeoutError) as exc:
             self._last_error = f"{type(exc).__name__}: {exc}"
-            self._down_until = time.monotonic() + self.config.backoff_seconds
             STATE_ERRORS.labels(store, operation).inc()
             log.warning("%s %s: redis at %s unavailable: %s", store, operation, self.url, self._last_error)
+            await self._went_down()
             raise StateUnavailable(f"redis at {self.url} is unavailable: {self._last_error}") from exc
         except redis.exceptions.RedisError as exc:
             STATE_ERRORS.labels(store, operation).inc()
             raise StateUnavailable(f"redis at {self.url} refused {operation}: {type(exc).__name__}: {exc}") from exc
 
+    async def _went_down(self) -> None:
+        """Open the fail-fast window, drop the pooled connections, and probe until Redis answers again."""
+        self._down_until = time.monotonic() + self.config.backoff_seconds
+        with contextlib.suppress(Exception):  # the sockets are dead anyway
+            await self.client.connection_pool.disconnect(inuse_connections=False)
+        if self.config.probe_interval_seconds > 0 and (self._probe is None or self._probe.done()):
+            self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
+
+    async def _probe_until_back(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.probe_interval_seconds)
+            try:
+                await self.client.ping()
+            except Exception:  # noqa: BLE001 - still down (or down again): keep failing fast
+                self._down_until = max(self._down_until, time.monotonic() + self.config.probe_interval_seconds)
+                continue
+            # Back: connections made before the outage are stale; the probe's own is fresh.
+            with contextlib.suppress(Exception):
+                await self.client.connection_pool.disconnect(inuse_connections=False)
+            self._down_until = 0.0
+            log.info("redis at %s is back", self.url)
+            return
+
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._probe
         await self.client.aclose()
