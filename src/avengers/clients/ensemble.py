@@ -44,8 +44,8 @@ RECONNECT_OPTIONS = (
 )
 """gRPC's reconnect backoff for dependencies: 0.25 s, growing to at most 1 s between attempts. The default
 (1 s, x1.6 per failed attempt, up to 120 s) grows with an outage: after an 18 s model pool outage the
-gateway's next attempt came ~9 s after the pool was back (tests/test_reconnect.py). One loopback or LAN connect a second to a
-dependency that is down costs nothing next to Asks failing for seconds after it is back."""
+gateway's next attempt came ~9 s after the pool was back (tests/test_reconnect.py). One connect a second to
+a dependency that is down costs nothing next to Asks failing for seconds after it is back."""
 
 
 def open_channel(address: str, max_message_bytes: int) -> grpc.aio.Channel:
