@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""End to end on the CPU: the default pool (SmolLM2-135M-Instruct, Gemma 3 270M on llama.cpp) through
+``avengers evaluate`` on the real benchmarks, and the "End to end" section of docs/BENCHMARKS.md.
+
+    .venv/bin/python bench/end_to_end_cpu.py run    [--run-dir /work/runs/e2e-cpu] [--stop-after SECONDS]
+    .venv/bin/python bench/end_to_end_cpu.py report [--run-dir /work/runs/e2e-cpu] [--docs docs/BENCHMARKS.md]
+
+``run`` generates the recording in chunks (``PLAN`` below: a slice of one benchmark each, written in the
+project's benchmark format under RUN/chunks/), one ``avengers evaluate --benchmark CHUNK --pool POOL --n 10``
+per chunk into RUN/gen/<chunk>/. A chunk whose samples.jsonl exists is skipped, and an interrupted chunk
+resumes from evaluate's own partial recording, so the run can be stopped and started again at any time (run
+it under nohup; ``--stop-after`` ends it cleanly between chunks). Pass 1 covers every data set (150 items of
+each easy set, then GSM8K and HumanEval); pass 2 brings the easy sets to 300 items.
+
+``report`` joins the finished chunks into one recording (RUN/all/samples.jsonl) and runs ONE
+``avengers evaluate --from-samples`` over it (calibration/test split, router fit, every strategy, the best
+single model and the best ensemble chosen on calibration, bootstrap interval), then writes the section
+between the markers ``<!-- end-to-end:begin -->`` / ``<!-- end-to-end:end -->`` of the docs file: the
+commands, wall and CPU time, the machine, the table and where the ensemble wins, ties or loses.
+
+Cost knobs (chosen on 20 items of MultiArith, CommonsenseQA and StrategyQA, see the section): direct-answer
+prompts (the pool's templates), ``--max-tokens 10`` for math and multiple choice (answers are 1-5 tokens; the
+templates stop at the end of the answer), 128 for HumanEval, and fewer HumanEval/GSM8K items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT.parent / "shared" / "data" / "benchmarks"
+POOL = ROOT / "src" / "avengers" / "data" / "default_pool.yaml"
+AVENGERS = [sys.executable, "-m", "avengers"]
+N = 10
+SEED = 0
+BEGIN, END = "<!-- end-to-end:begin -->", "<!-- end-to-end:end -->"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    name: str
+    file: str
+    start: int
+    stop: int
+    max_tokens: int = 10
+
+
+EASY = [
+    ("multiarith", "multiarith.json"),
+    ("addsub", "addsub.json"),
+    ("singleeq", "singleeq.json"),
+    ("svamp", "svamp.json"),
+    ("commonsenseqa", "commonsenseqa_dev.jsonl"),
+    ("strategyqa", "strategyqa.json"),
+]
+PLAN: list[Chunk] = [
+    *(Chunk(f"{name}-1", file, 0, 150) for name, file in EASY),
+    Chunk("gsm8k-1", "gsm8k_test.jsonl", 0, 60, max_tokens=12),
+    Chunk("humaneval-1", "humaneval.jsonl", 0, 12, max_tokens=128),
+    *(Chunk(f"{name}-2", file, 150, 300) for name, file in EASY),
+]
+"""Chunks in the order they are generated: pass 1 covers every data set, pass 2 the rest of the easy ones."""
+
+
+def sh(cmd: list[str]) -> str:
+    return " ".join(shlex.quote(str(c)) for c in cmd)
+
+
+def machine() -> dict:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor(),
+    )
+    memory = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(int(memory) / 2**20), "python": platform.python_version()}
+
+
+def chunk_file(run: Path, chunk: Chunk, benchmarks: Path) -> Path:
+    """The chunk's items in the project's benchmark format (ids, gold answers and tests as the reader gives)."""
+    from avengers.tools.end_to_end.benchmarks import read_benchmark
+
+    path = run / "chunks" / f"{chunk.name}.jsonl"
+    if path.is_file():
+        return path
+    items = read_benchmark(benchmarks / chunk.file, limit=chunk.stop)[chunk.start : chunk.stop]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for item in items:
+        row = {"id": item.id, "dataset": item.dataset, "query": item.query, "answer": item.answer,
+               "task_type": item.task_type}
+        if item.tests:
+            row.update(tests=list(item.tests), entry_point=item.entry_point)
+        rows.append(json.dumps(row, ensure_ascii=False))
+    tmp = path.with_suffix(".partial")
+    tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def timing_path(run: Path) -> Path:
+    return run / "timing.json"
+
+
+def load_timing(run: Path) -> dict:
+    path = timing_path(run)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_timing(run: Path, timing: dict) -> None:
+    tmp = timing_path(run).with_suffix(".partial")
+    tmp.write_text(json.dumps(timing, indent=2))
+    tmp.replace(timing_path(run))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    run = Path(args.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "logs").mkdir(exist_ok=True)
+    started = time.monotonic()
+    timing = load_timing(run)
+    timing.setdefault("machine", machine())
+    for chunk in PLAN:
+        out = run / "gen" / chunk.name
+        if (out / "samples.jsonl").is_file():
+            continue
+        if args.stop_after and time.monotonic() - started > args.stop_after:
+            print(f"stopping before {chunk.name}: --stop-after {args.stop_after:.0f}s reached", flush=True)
+            break
+        bench = chunk_file(run, chunk, Path(args.benchmarks))
+        cmd = [*AVENGERS, "evaluate", "--benchmark", str(bench), "--pool", str(args.pool), "--out", str(out),
+               "--n", str(N), "--max-tokens", str(chunk.max_tokens), "--seed", str(SEED), "--threads", "1",
+               "--bootstrap", "200", "--quiet"]
+        print(f"[{time.strftime('%H:%M:%S')}] {chunk.name}: {sh(cmd)}", flush=True)
+        load_before = os.getloadavg()[0]
+        t0, cpu0 = time.time(), os.times()
+        with (run / "logs" / f"{chunk.name}.log").open("a") as log:
+            code = subprocess.run(cmd, check=False, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+        cpu1 = os.times()
+        entry = timing.setdefault("chunks", {}).setdefault(chunk.name, {"wall_seconds": 0.0, "cpu_seconds": 0.0})
+        entry["wall_seconds"] += round(time.time() - t0, 1)
+        entry["cpu_seconds"] += round((cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system), 1)
+        entry.update(chunk=asdict(chunk), command=sh(cmd), exit=code, load_before=load_before,
+                     load_after=os.getloadavg()[0], finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        save_timing(run, timing)
+        if code != 0:
+            print(f"{chunk.name} failed (exit {code}); see {run / 'logs' / (chunk.name + '.log')}", flush=True)
+            return code
+        print(f"[{time.strftime('%H:%M:%S')}] {chunk.name} done in {entry['wall_seconds']:.0f}s wall, "
+              f"{entry['cpu_seconds']:.0f}s CPU", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# report
+
+
+def joined_recording(run: Path) -> tuple[Path, list[str]]:
+    done = [c.name for c in PLAN if (run / "gen" / c.name / "samples.jsonl").is_file()]
+    if not done:
+        raise SystemExit(f"{run}: no finished chunk yet")
+    out = run / "all" / "samples.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".partial")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for name in done:
+            fh.write((run / "gen" / name / "samples.jsonl").read_text(encoding="utf-8"))
+    tmp.replace(out)
+    return out, done
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+SHOWN_KINDS = ("single", "routed", "oracle")
+
+
+def strategy_rows(report: dict) -> list[tuple[str, dict]]:
+    """Strategies in reading order: single models, routed strategies by name, oracle last."""
+    entries = report["strategies"]
+    order = {kind: i for i, kind in enumerate(SHOWN_KINDS)}
+    return sorted(entries.items(), key=lambda kv: (order.get(kv[1].get("kind"), 9), kv[0]))
+
+
+def verdicts(report: dict, datasets: list[str]) -> list[str]:
+    """Per data set: the best ensemble against the best single model (win / tie / loss, in test queries), and
+    the headroom the oracle (any model right) leaves above the best single model."""
+    strategies = report["strategies"]
+    single = strategies[report["best_single"]["name"]]["per_dataset"]
+    best = strategies[report["best_ensemble"]["name"]]["per_dataset"]
+    oracle = strategies.get("oracle", {}).get("per_dataset", {})
+    lines = []
+    for d in datasets:
+        a, b = best.get(d, {}).get("accuracy"), single.get(d, {}).get("accuracy")
+        if a is None or b is None:
+            continue
+        queries = best[d]["queries"]
+        delta = round((a - b) * queries)
+        word = "ties" if delta == 0 else (f"wins by {delta}" if delta > 0 else f"loses by {-delta}")
+        headroom = oracle.get(d, {}).get("accuracy")
+        room = "" if headroom is None else f"; oracle {pct(headroom)}"
+        lines.append(f"{d} {word} of {queries} ({pct(a)} vs {pct(b)}{room})")
+    return lines
+
+
+def render(report: dict, timing: dict, done: list[str], commands: list[str]) -> str:
+    datasets = sorted(report["datasets"])
+    chunks = timing.get("chunks", {})
+    wall = sum(chunks[n]["wall_seconds"] for n in done if n in chunks)
+    cpu = sum(chunks[n]["cpu_seconds"] for n in done if n in chunks)
+    loads = [chunks[n]["load_before"] for n in done if n in chunks] + [chunks[n]["load_after"] for n in done if n in chunks]
+    m = timing.get("machine", machine())
+    missing = [c.name for c in PLAN if c.name not in done]
+    best_single, best = report["best_single"], report["best_ensemble"]
+    lines = [
+        BEGIN,
+        "## End to end",
+        "",
+        ("The default CPU pool — SmolLM2-135M-Instruct and Gemma 3 270M (base, few-shot) on llama.cpp, "
+         "`src/avengers/data/default_pool.yaml` — through `avengers evaluate`: every model answers every item "
+         f"once greedily and n={N} times sampled (T=0.7); half of each data set calibrates (router fit, choice "
+         "of the best single model and of the best ensemble), the other half is the test set reported here. "
+         "Produced by `bench/end_to_end_cpu.py` (`run`, then `report`):"),
+        "",
+        "```bash",
+        ".venv/bin/python bench/end_to_end_cpu.py run --run-dir /work/runs/e2e-cpu     # nohup; resumable",
+        ".venv/bin/python bench/end_to_end_cpu.py report --run-dir /work/runs/e2e-cpu  # this section",
+        "```",
+        "",
+        ("which ran, per chunk (a slice of one benchmark in the project's format), then once over the joined "
+         "recording:"),
+        "",
+        "```bash",
+        *commands,
+        "```",
+        "",
+        (f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, shared with other jobs (load average "
+         f"{min(loads, default=0):.1f}–{max(loads, default=0):.1f} during the run; each model runs on one "
+         f"thread). Generation: {wall / 3600:.2f} h wall, {cpu / 3600:.2f} h CPU for "
+         f"{sum(report['datasets'][d]['calibration'] + report['datasets'][d]['test'] for d in datasets)} items "
+         f"x {len(report['models'])} models x {N + 1} samples."),
+        "",
+        "Items per data set (calibration / test): "
+        + ", ".join(f"{d} {report['datasets'][d]['calibration']} / {report['datasets'][d]['test']}" for d in datasets)
+        + ".",
+        "",
+    ]
+    if missing:
+        lines += [f"Not run (the time box ran out first): {', '.join(missing)}.", ""]
+    header = "| strategy | " + " | ".join(datasets) + " | average | tokens (test) |"
+    lines += [header, "|" + "---|" * (len(datasets) + 3)]
+    for name, entry in strategy_rows(report):
+        per = entry["per_dataset"]
+        mark = " **(best single)**" if name == best_single["name"] else (" **(best ensemble)**" if name == best["name"] else "")
+        cells = [pct(per.get(d, {}).get("accuracy")) for d in datasets]
+        lines.append(f"| {name}{mark} | " + " | ".join(cells) + f" | {pct(entry['accuracy'])} | {entry['tokens']} |")
+    ci = best.get("ci95") or [None, None]
+    lines += [
+        "",
+        (f"Accuracy in % on the test half. Best single model (chosen on calibration): `{best_single['name']}` "
+         f"{pct(best_single['accuracy'])}. Best ensemble (chosen on calibration): `{best['name']}` "
+         f"{pct(best['accuracy'])}; difference {100 * best['difference']:+.1f} points, paired bootstrap 95% "
+         f"interval [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]."),
+        "",
+        "Per data set, best ensemble against best single model (test queries won or lost): "
+        + "; ".join(verdicts(report, datasets)) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    run = Path(args.run_dir)
+    recording, done = joined_recording(run)
+    out = run / "report"
+    cmd = [*AVENGERS, "evaluate", "--from-samples", str(recording), "--out", str(out), "--n", str(N),
+           "--seed", str(SEED), "--threads", "1", "--quiet"]
+    print(sh(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    report = json.loads((out / "report.json").read_text())
+    timing = load_timing(run)
+    chunks = timing.get("chunks", {})
+    shown = [chunks[n]["command"].replace(sys.executable + " -m avengers", ".venv/bin/avengers")
+             for n in done if n in chunks][:2]
+    commands = [*shown, f"# ... one per chunk: {', '.join(done)}",
+                sh(cmd).replace(sys.executable + " -m avengers", ".venv/bin/avengers")]
+    section = render(report, timing, done, commands)
+    (run / "section.md").write_text(section + "\n")
+    if args.docs:
+        docs = Path(args.docs)
+        text = docs.read_text()
+        if BEGIN in text and END in text:
+            text = text[: text.index(BEGIN)] + section + "\n" + text[text.index(END):]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n" + END + "\n"
+        docs.write_text(text)
+        print(f"wrote the section into {docs}")
+    else:
+        print(section)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="generate the recording, chunk by chunk (resumable)")
+    p.add_argument("--run-dir", default="/work/runs/e2e-cpu")
+    p.add_argument("--benchmarks", default=str(BENCHMARKS), help="folder of the published benchmark files")
+    p.add_argument("--pool", default=str(POOL))
+    p.add_argument("--stop-after", type=float, default=0.0, help="seconds; start no chunk after that (0: none)")
+    p.set_defaults(handler=cmd_run)
+    p = sub.add_parser("report", help="evaluate the finished chunks together and write the docs section")
+    p.add_argument("--run-dir", default="/work/runs/e2e-cpu")
+    p.add_argument("--docs", default=str(ROOT / "docs" / "BENCHMARKS.md"), help="file to write into ('' prints)")
+    p.set_defaults(handler=cmd_report)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
