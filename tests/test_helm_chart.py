@@ -24,8 +24,8 @@ from avengers.deploy.chart_check import Manifest, Rendered, VariantReport
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "avengers"
-VARIANTS = ["default", "replay", "gpu-multi", "standalone"]
-RAY_VARIANTS = ["default", "replay", "gpu-multi"]
+VARIANTS = ["default", "replay", "gpu-multi", "standalone", "observability"]
+RAY_VARIANTS = ["default", "replay", "gpu-multi", "observability"]
 SERVICES = {
     "gateway": "avengers.v1.Gateway",
     "embedder": "avengers.v1.Embedder",
@@ -441,7 +441,7 @@ def test_external_model_pool_qdrant_and_redis():
     )
     assert not r.of_kind("RayService") and not r.of_kind("StatefulSet")
     assert [m.name for m in r.of_kind("Deployment")] == [
-        f"{RELEASE}-{s}" for s in ("embedder", "gateway", "router", "voter")
+        f"{RELEASE}-{s}" for s in ("embedder", "gateway", "http", "router", "voter")
     ]
     env = env_of(containers(r.get("Deployment", f"{RELEASE}-router"))[0])
     assert env["AVENGERS_MODEL_POOL_ADDR"]["value"] == "pool.models.svc:9000"
@@ -575,7 +575,7 @@ def test_service_monitor_only_when_enabled(reports, variant_values):
         endpoint["port"] == "metrics" and endpoint["path"] == variant_values["gpu-multi"]["metrics"]["path"]
     )
     expression = monitor.doc["spec"]["selector"]["matchExpressions"][0]
-    assert sorted(expression["values"]) == sorted(SERVICES)
+    assert sorted(expression["values"]) == sorted([*SERVICES, "http"])
     (pod_monitor,) = r.of_kind("PodMonitor")
     assert pod_monitor.doc["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "model-pool"
     with pytest.raises(ValueError, match="metrics.enabled"):

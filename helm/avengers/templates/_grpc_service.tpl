@@ -6,13 +6,21 @@ The container runs `avengers serve <component> --port <port> --config /etc/aveng
 Optional keys, for servers that are not one of the four services (the standalone model pool):
   "values" (default .Values.<component>), "config" (the config dict; default values.config),
   "image" (default .Values.image), "command" (default: the image's entrypoint), "env" (a template
-  name; default "avengers.commonEnv"), "podSecurityContext" and "containerSecurityContext".
+  name; default "avengers.commonEnv"), "podSecurityContext" and "containerSecurityContext",
+  "workloadAnnotations" (annotations of the Deployment, e.g. checkov skips with their reason),
+  "protocol" ("grpc" by default; "http" for the OpenAI-compatible HTTP API: port named http, probes
+  GET /health (startup, liveness) and GET /ready (readiness: the gateway answers)).
 */}}
 {{/* The check of a startup or liveness probe: (dict "port" 50051 "mode" "grpc"|"tcp"). */}}
 {{- define "avengers.livenessCheck" -}}
 {{- if eq .mode "tcp" }}
 tcpSocket:
   port: {{ .port }}
+{{- else if eq .mode "http" }}
+httpGet:
+  path: /health
+  port: {{ .port }}
+  scheme: {{ .scheme | default "HTTP" }}
 {{- else }}
 grpc:
   port: {{ .port }}
@@ -31,6 +39,12 @@ grpc:
 {{- /* The gateway calls the model pool with the Serve application name the pool runs under (unless set). */}}
 {{- $config = merge $config (dict "downstream" (dict "model_pool_application" $root.Values.modelPool.appName)) }}
 {{- end }}
+{{- if eq $component "http" }}
+{{- /* Direct calls to one pool model go to the model pool, under the Serve application name it runs as. */}}
+{{- $config = merge $config (dict "model_pool" (dict "address" (include "avengers.modelPoolAddr" $root) "application" $root.Values.modelPool.appName)) }}
+{{- end }}
+{{- $protocol := .protocol | default "grpc" }}
+{{- $scheme := ternary "HTTPS" "HTTP" (and (eq $protocol "http") (hasKey ($config.server | default dict) "tls_cert_file")) }}
 {{- $configYaml := $config | toYaml }}
 apiVersion: v1
 kind: ConfigMap
@@ -50,6 +64,10 @@ metadata:
   namespace: {{ $root.Release.Namespace }}
   labels:
     {{- include "avengers.labels" . | nindent 4 }}
+  {{- with .workloadAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 spec:
   {{- if not $v.autoscaling.enabled }}
   replicas: {{ $v.replicas }}
@@ -98,7 +116,7 @@ spec:
             - --config
             - /etc/avengers/{{ $component }}.yaml
           ports:
-            - name: grpc
+            - name: {{ $protocol }}
               containerPort: {{ $v.port }}
               protocol: TCP
             {{- if $root.Values.metrics.enabled }}
@@ -115,18 +133,25 @@ spec:
           # takes no traffic. Startup and liveness ask for the server ("") or, with probes.liveness=tcp,
           # only check that the port accepts connections.
           startupProbe:
-            {{- include "avengers.livenessCheck" (dict "port" $v.port "mode" $v.probes.liveness) | nindent 12 }}
+            {{- include "avengers.livenessCheck" (dict "port" $v.port "mode" $v.probes.liveness "scheme" $scheme) | nindent 12 }}
             periodSeconds: 5
             failureThreshold: {{ $v.probes.startupFailureThreshold }}
           livenessProbe:
-            {{- include "avengers.livenessCheck" (dict "port" $v.port "mode" $v.probes.liveness) | nindent 12 }}
+            {{- include "avengers.livenessCheck" (dict "port" $v.port "mode" $v.probes.liveness "scheme" $scheme) | nindent 12 }}
             periodSeconds: {{ $v.probes.periodSeconds }}
             timeoutSeconds: 5
             failureThreshold: 3
           readinessProbe:
+            {{- if eq $protocol "http" }}
+            httpGet:
+              path: /ready
+              port: {{ $v.port }}
+              scheme: {{ $scheme }}
+            {{- else }}
             grpc:
               port: {{ $v.port }}
               service: {{ .grpcService }}
+            {{- end }}
             periodSeconds: {{ $v.probes.periodSeconds }}
             timeoutSeconds: 5
             failureThreshold: 2
@@ -193,11 +218,11 @@ spec:
   selector:
     {{- include "avengers.selectorLabels" . | nindent 4 }}
   ports:
-    - name: grpc
+    - name: {{ $protocol }}
       port: {{ $v.port }}
-      targetPort: grpc
+      targetPort: {{ $protocol }}
       protocol: TCP
-      appProtocol: grpc
+      appProtocol: {{ ternary "https" $protocol (eq $scheme "HTTPS") }}
     {{- if $root.Values.metrics.enabled }}
     - name: metrics
       port: {{ $root.Values.metrics.port }}

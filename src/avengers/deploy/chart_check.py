@@ -20,6 +20,14 @@ helm-python-sdk (Helm's Go SDK behind a C ABI) and every rendered object is vali
 
 A kind with no schema at all is an error, so nothing the chart renders goes unchecked.
 
+A second, independent checker then reads the rendered manifests of every variant: checkov's Kubernetes
+policies (security contexts, resources, probes, NetworkPolicies, ...), run once over all variants from its
+own virtual environment (``.venv-checkov``, made by scripts/setup.sh; or ``$AVENGERS_CHECKOV`` / ``checkov``
+on PATH), offline (``--skip-download``). Every failed check is an error, except the checks in
+:data:`CHECKOV_SKIPS` (chart-wide, each with its reason) and per-object skips written in the templates as
+``checkov.io/skip1: CHECK=reason`` annotations. Offline checkov reports no severities (they come from its
+hosted platform), so the gate is "no failed check" rather than "no medium finding".
+
 The variants are the chart's ``ci/<name>-values.yaml`` files (``ci/default-values.yaml`` is the plain
 defaults). Run ``python scripts/check_chart.py`` or ``python -m avengers.deploy.chart_check``.
 """
@@ -53,8 +61,21 @@ CRD_SCHEMAS = {
     ("ray.io/v1", "RayService"): "rayservice-ray-v1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute-gateway-v1.json",
 }
 _SHARED_SCHEMAS = ["prometheus-common.json"]
+
+CHECKOV_SKIPS = {
+    "CKV_K8S_43": "images are set by tag (image.tag); a digest can only be pinned by whoever builds and pushes "
+    "them (image.tag accepts 'tag@sha256:...')",
+    "CKV_K8S_15": "IfNotPresent is the default pull policy: release tags are immutable, and Always would make "
+    "every pod start depend on the registry; set image.pullPolicy: Always for mutable tags",
+    "CKV_K8S_35": "the services read QDRANT_API_KEY and REDIS_URL from their environment; the values come from "
+    "Secrets by secretKeyRef and never appear in the manifests",
+}
+"""checkov checks skipped for the whole chart, and why (docs/HELM.md repeats them)."""
+CHECKOV_ENV = "AVENGERS_CHECKOV"
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -468,21 +489,100 @@ def check_values(
     return report
 
 
+def find_checkov(chart_dir: Path | None = None) -> str | None:
+    """The checkov executable: ``$AVENGERS_CHECKOV``, the repository's ``.venv-checkov``, or ``checkov`` on PATH."""
+    import os
+    import shutil
+
+    configured = os.environ.get(CHECKOV_ENV)
+    if configured:
+        return configured
+    if chart_dir is not None:
+        local = Path(chart_dir).resolve().parent.parent / ".venv-checkov" / "bin" / "checkov"
+        if local.is_file():
+            return str(local)
+    return shutil.which("checkov")
+
+
+def run_checkov(reports: Sequence[VariantReport], checkov: str, timeout: float = 600.0) -> None:
+    """Run checkov once over the rendered manifests of every report and add each failed check to its report
+    as an error (and ``validated["checkov"]``: the objects checkov checked without a failure)."""
+    import os
+    import subprocess
+    import tempfile
+
+    rendered = {r.name: r for r in reports if r.rendered is not None}
+    if not rendered:
+        return
+    with tempfile.TemporaryDirectory(prefix="avengers-checkov-") as tmp:
+        for name, report in rendered.items():
+            docs = [m.doc for m in report.rendered.manifests]
+            (Path(tmp) / f"{name}.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        command = [
+            checkov, "--directory", tmp, "--framework", "kubernetes", "--skip-download", "--quiet", "--compact",
+            "--output", "json", "--skip-check", ",".join(sorted(CHECKOV_SKIPS)),
+        ]
+        env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            for report in rendered.values():
+                report.findings.append(Finding("error", "checkov", f"could not run {checkov}: {exc}"))
+            return
+    try:
+        results = json.loads(done.stdout) if done.stdout.strip() else []
+    except json.JSONDecodeError:
+        results = None
+    if results is None or done.returncode not in (0, 1):
+        detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        for report in rendered.values():
+            report.findings.append(Finding("error", "checkov", f"exit {done.returncode}: {' | '.join(detail)}"))
+        return
+    failed: dict[str, set[str]] = {name: set() for name in rendered}
+    for result in results if isinstance(results, list) else [results]:
+        for check in (result.get("results") or {}).get("failed_checks", []):
+            name = Path(check.get("file_path", "")).stem
+            if name not in rendered:
+                continue
+            failed[name].add(check.get("resource", ""))
+            rendered[name].findings.append(Finding(
+                "error", f"checkov {check['check_id']}", f"{check.get('resource', '?')}: {check.get('check_name', '')}"
+            ))
+    for name, report in rendered.items():
+        checked = len(report.rendered.manifests)
+        report.validated["checkov"] = max(0, checked - len(failed[name]))
+
+
 def check_chart(
-    chart_dir: Path, variants: Iterable[str] | None = None, kube_versions: Sequence[str] | None = None
+    chart_dir: Path,
+    variants: Iterable[str] | None = None,
+    kube_versions: Sequence[str] | None = None,
+    *,
+    checkov: bool | str = True,
 ) -> list[VariantReport]:
-    """Check every CI variant of the chart (or the named ones)."""
+    """Check every CI variant of the chart (or the named ones). ``checkov``: True runs it when it is installed
+    (and says so when it is not), a path runs that executable, False skips it."""
     available = chart_variants(chart_dir)
     names = list(variants) if variants else list(available)
     unknown = [n for n in names if n not in available]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; the chart has {sorted(available)}")
-    return [
+    reports = [
         check_values(
             chart_dir, n, load_values(available[n]), values_file=available[n], kube_versions=kube_versions
         )
         for n in names
     ]
+    if checkov:
+        executable = checkov if isinstance(checkov, str) else find_checkov(chart_dir)
+        if executable is None:
+            for report in reports:
+                report.findings.append(Finding(
+                    "warning", "checkov", "not installed (scripts/setup.sh makes .venv-checkov): not run"
+                ))
+        else:
+            run_checkov(reports, executable)
+    return reports
 
 
 def main(argv: Sequence[str] | None = None, default_chart: Path | None = None) -> int:
@@ -497,9 +597,13 @@ def main(argv: Sequence[str] | None = None, default_chart: Path | None = None) -
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="list every validated object and info note"
     )
+    parser.add_argument("--no-checkov", action="store_true", help="skip the checkov pass")
+    parser.add_argument("--checkov", metavar="PATH", help=f"checkov executable (default: ${CHECKOV_ENV}, "
+                        ".venv-checkov/bin/checkov, or checkov on PATH)")
     args = parser.parse_args(argv)
     try:
-        reports = check_chart(args.chart, args.variant, args.kube_version)
+        reports = check_chart(args.chart, args.variant, args.kube_version,
+                              checkov=False if args.no_checkov else (args.checkov or True))
     except ValueError as exc:
         print(f"check_chart: error: {exc}", file=sys.stderr)
         return 2
