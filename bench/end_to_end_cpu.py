@@ -5,12 +5,14 @@
     .venv/bin/python bench/end_to_end_cpu.py run    [--run-dir /work/runs/e2e-cpu] [--stop-after SECONDS]
     .venv/bin/python bench/end_to_end_cpu.py report [--run-dir /work/runs/e2e-cpu] [--docs docs/BENCHMARKS.md]
 
-``run`` generates the recording in chunks (``PLAN`` below: a slice of one benchmark each, written in the
-project's benchmark format under RUN/chunks/), one ``avengers evaluate --benchmark CHUNK --pool POOL --n 10``
-per chunk into RUN/gen/<chunk>/. A chunk whose samples.jsonl exists is skipped, and an interrupted chunk
+``run`` starts the pool once (``avengers serve model-pool --config POOL``) and generates the recording in
+chunks (``PLAN`` below: a slice of one benchmark each, written in the project's benchmark format under
+RUN/chunks/), one ``avengers evaluate --benchmark CHUNK --model-pool-addr POOL --n 10`` per chunk into
+RUN/gen/<chunk>/. A chunk whose samples.jsonl exists is skipped, and an interrupted chunk
 resumes from evaluate's own partial recording, so the run can be stopped and started again at any time (run
-it under nohup; ``--stop-after`` ends it cleanly between chunks). Pass 1 covers every data set (150 items of
-each easy set, then GSM8K and HumanEval); pass 2 brings the easy sets to 300 items.
+it under nohup; ``--stop-after`` ends it cleanly between chunks). The first pass covers every data set (50
+items of each easy set, then GSM8K and HumanEval); later passes add 50 items of each easy set, round robin,
+up to 300.
 
 ``report`` joins the finished chunks into one recording (RUN/all/samples.jsonl) and runs ONE
 ``avengers evaluate --from-samples`` over it (calibration/test split, router fit, every strategy, the best
@@ -30,6 +32,7 @@ import json
 import os
 import platform
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -62,13 +65,17 @@ EASY = [
     ("commonsenseqa", "commonsenseqa_dev.jsonl"),
     ("strategyqa", "strategyqa.json"),
 ]
+CHUNK = 50
+PASSES = 6
 PLAN: list[Chunk] = [
-    *(Chunk(f"{name}-1", file, 0, 150) for name, file in EASY),
-    Chunk("gsm8k-1", "gsm8k_test.jsonl", 0, 60, max_tokens=12),
+    *(Chunk(f"{name}-1", file, 0, CHUNK) for name, file in EASY),
+    Chunk("gsm8k-1", "gsm8k_test.jsonl", 0, 50, max_tokens=12),
     Chunk("humaneval-1", "humaneval.jsonl", 0, 12, max_tokens=128),
-    *(Chunk(f"{name}-2", file, 150, 300) for name, file in EASY),
+    *(Chunk(f"{name}-{p + 1}", file, p * CHUNK, (p + 1) * CHUNK) for p in range(1, PASSES) for name, file in EASY),
 ]
-"""Chunks in the order they are generated: pass 1 covers every data set, pass 2 the rest of the easy ones."""
+"""Chunks in the order they are generated: 50 items of every data set first, then GSM8K and HumanEval, then
+the easy sets 50 items at a time, round robin, up to 300 each — so a run stopped early still covers every set
+evenly."""
 
 
 def sh(cmd: list[str]) -> str:
@@ -121,6 +128,36 @@ def save_timing(run: Path, timing: dict) -> None:
     tmp.replace(timing_path(run))
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_pool(run: Path, pool: str) -> tuple[subprocess.Popen, str]:
+    """``avengers serve model-pool`` for the whole run (the models load once, not once per chunk)."""
+    port = free_port()
+    cmd = [*AVENGERS, "serve", "model-pool", "--config", pool, "--host", "127.0.0.1", "--port", str(port)]
+    log = (run / "logs" / "pool.log").open("a")
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the model pool exited ({process.returncode}); see {run / 'logs' / 'pool.log'}")
+        if "model pool serving" in (run / "logs" / "pool.log").read_text():
+            return process, f"127.0.0.1:{port}"
+        time.sleep(1)
+    process.terminate()
+    raise SystemExit("the model pool did not start within 600 s")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -128,7 +165,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     timing = load_timing(run)
     timing.setdefault("machine", machine())
-    for chunk in PLAN:
+    todo = [chunk for chunk in PLAN if not (run / "gen" / chunk.name / "samples.jsonl").is_file()]
+    if not todo:
+        return 0
+    pool, address = start_pool(run, str(args.pool))
+    try:
+        return run_chunks(args, run, todo, (pool.pid, address), timing, started)
+    finally:
+        pool.terminate()
+        pool.wait(timeout=60)
+
+
+def run_chunks(args: argparse.Namespace, run: Path, todo: list[Chunk], pool: tuple[int, str], timing: dict,
+               started: float) -> int:
+    pool_pid, address = pool
+    for chunk in todo:
         out = run / "gen" / chunk.name
         if (out / "samples.jsonl").is_file():
             continue
@@ -136,19 +187,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"stopping before {chunk.name}: --stop-after {args.stop_after:.0f}s reached", flush=True)
             break
         bench = chunk_file(run, chunk, Path(args.benchmarks))
-        cmd = [*AVENGERS, "evaluate", "--benchmark", str(bench), "--pool", str(args.pool), "--out", str(out),
+        cmd = [*AVENGERS, "evaluate", "--benchmark", str(bench), "--model-pool-addr", address, "--out", str(out),
                "--n", str(N), "--max-tokens", str(chunk.max_tokens), "--seed", str(SEED), "--threads", "1",
                "--bootstrap", "200", "--quiet"]
         print(f"[{time.strftime('%H:%M:%S')}] {chunk.name}: {sh(cmd)}", flush=True)
         load_before = os.getloadavg()[0]
-        t0, cpu0 = time.time(), os.times()
+        t0, cpu0, pool0 = time.time(), os.times(), process_cpu_seconds(pool_pid)
         with (run / "logs" / f"{chunk.name}.log").open("a") as log:
             code = subprocess.run(cmd, check=False, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                   env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
-        cpu1 = os.times()
+        cpu1, pool1 = os.times(), process_cpu_seconds(pool_pid)
         entry = timing.setdefault("chunks", {}).setdefault(chunk.name, {"wall_seconds": 0.0, "cpu_seconds": 0.0})
         entry["wall_seconds"] += round(time.time() - t0, 1)
-        entry["cpu_seconds"] += round((cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system), 1)
+        evaluate_cpu = (cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system)
+        entry["cpu_seconds"] += round(evaluate_cpu + pool1 - pool0, 1)  # the evaluate command + the pool's models
         entry.update(chunk=asdict(chunk), command=sh(cmd), exit=code, load_before=load_before,
                      load_after=os.getloadavg()[0], finished=time.strftime("%Y-%m-%d %H:%M:%S"))
         save_timing(run, timing)
