@@ -289,3 +289,24 @@ def test_cli_needs_one_source(tmp_path: Path, capsys):
     tiny_benchmark(bench, 2)
     assert main(["evaluate", "--benchmark", str(bench), "--out", str(tmp_path / "o")]) == 2
     assert "exactly one of --pool" in capsys.readouterr().err
+
+
+def test_code_is_graded_by_the_gold_tests_in_the_sandbox_never_voted_with_them():
+    from avengers.sandbox import create_sandbox
+
+    prompt = 'def add(a, b):\n    """Sum of a and b."""\n'
+    tests = ("def check(candidate):\n    assert candidate(2, 3) == 5\n",)
+    texts = {
+        "whole": "```python\ndef add(a, b):\n    return a + b\n```",
+        "completion": "    return a + b\n",  # HumanEval style: the body of the prompt's function
+        "wrong": "```python\ndef add(a, b):\n    return a - b\n```",
+    }
+    rows = [RecordedSample("h0", "humaneval", prompt, "", "code", m, t, tests=tests, entry_point="add")
+            for m, t in texts.items()]
+    replay = Replay(recording_of(rows), sandbox=create_sandbox())
+    assert [replay.text_correct(0, t) for t in texts.values()] == [True, True, False]
+    single = StrategySpec("single:wrong", "single", model="wrong")
+    assert replay.run(single, 0).correct is False
+    ranked = [RankedModel("wrong", 0.9), RankedModel("whole", 0.5), RankedModel("completion", 0.4)]
+    vote = StrategySpec("v", ROUTED, "top_k_vote", n=3, top_k=3)
+    assert replay.run(vote, 0, ranked).correct is False  # three different programs: the best-ranked one wins

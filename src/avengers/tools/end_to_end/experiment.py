@@ -173,6 +173,9 @@ class Evaluation:
     selection: SelectionConfig
     datasets: dict[str, dict[str, int]] = field(default_factory=dict)
     """Queries per dataset in each split."""
+    test_by_clusters: dict[int, dict[str, float]] = field(default_factory=dict)
+    """Test accuracy of every routed strategy with a router of each K tried (for reading only: nothing is
+    chosen by it)."""
 
 
 def _tried_clusters(selection: SelectionConfig, fit_size: int) -> list[int]:
@@ -190,6 +193,7 @@ def evaluate_recording(
     replay: Replay | None = None,
     progress: bool = False,
     status: Callable[[str], None] | None = None,
+    test_every_k: bool = True,
 ) -> Evaluation:
     """Split, choose on calibration, evaluate on test (the module docstring)."""
     selection = selection or SelectionConfig()
@@ -270,6 +274,13 @@ def evaluate_recording(
             difference=observed,
             ci95=(low, high),
         )
+    test_by_clusters = {clusters: {name: scores[name].accuracy for name in cv_accuracy[clusters]}}
+    for k in tried if test_every_k else []:
+        if k == clusters:
+            continue
+        other = fit_and_route(recording, cal_scores, embeddings, cal_indices, test_indices, k, selection, embedder_name)
+        routed_results = replay_many(replay, routed, test_indices, other.rankings)
+        test_by_clusters[k] = {name: macro_mean(r.correct.astype(float), group_list) for name, r in routed_results.items()}
     datasets: dict[str, dict[str, int]] = {}
     for i, query in enumerate(recording.queries):
         entry = datasets.setdefault(query.dataset, {"calibration": 0, "test": 0})
@@ -288,4 +299,5 @@ def evaluate_recording(
         router=fitted.artifact,
         selection=selection,
         datasets=datasets,
+        test_by_clusters=dict(sorted(test_by_clusters.items())),
     )

@@ -27,6 +27,7 @@ from avengers.config.tasks import CODE
 from avengers.config.voting import DEFAULT_SWITCH_THRESHOLD, VotingConfig
 from avengers.core import ensemble
 from avengers.core.answers import create_extractor
+from avengers.core.answers.code import parses
 from avengers.core.execution import CodeRunner
 from avengers.core.voting import Judge, JudgeOptions, create_judge
 from avengers.tools.end_to_end.samples import RecordedQuery, RecordedSample, Recording
@@ -188,11 +189,14 @@ class Replay:
         if self.sandbox is None:
             raise ValueError("grading code needs a sandbox (avengers.sandbox.create_sandbox())")
         program = create_extractor(CODE, entry_point=query.entry_point or None).extract(text)
+        defines = re.compile(_DEFINES.format(name=re.escape(query.entry_point or "")), re.MULTILINE)
+        if query.entry_point and (program is None or not defines.search(program)):
+            completion = query.query + text  # a completion of the prompt's function (HumanEval style)
+            if parses(completion):
+                program = completion
         if program is None:
             passed = False
         else:
-            if query.entry_point and not re.search(_DEFINES.format(name=re.escape(query.entry_point)), program, re.MULTILINE):
-                program = query.query + program  # a completion of the prompt's function (HumanEval style)
             result = self.sandbox.run(program, list(query.tests), query.entry_point or None, self.grade_timeout_seconds)
             passed = bool(result.passed)
         self._passes[(index, text)] = passed

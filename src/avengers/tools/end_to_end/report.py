@@ -117,6 +117,10 @@ def report_json(evaluation: Evaluation, extra: dict[str, Any] | None = None) -> 
             "cv_accuracy": {
                 str(k): {name: _round(v) for name, v in table.items()} for k, table in evaluation.cv_accuracy.items()
             },
+            "test_accuracy_by_clusters": {
+                str(k): {name: _round(v) for name, v in table.items()}
+                for k, table in evaluation.test_by_clusters.items()
+            },
         },
     }
 
@@ -200,14 +204,36 @@ def report_markdown(evaluation: Evaluation, report: dict[str, Any], command: str
             f"| `{name}`{marks} | {_percent(score.accuracy)} | {versus} | {_percent(score.calibration_accuracy)} | "
             f"{entry['tokens']} | {entry['engine_calls']} | {cells} |\n"
         )
-    out.write("\nCross-validated calibration accuracy of the best strategy per router K: ")
-    out.write(
-        ", ".join(
-            f"K={k}: {_percent(max(table.values()))}" for k, table in sorted(evaluation.cv_accuracy.items()) if table
-        )
-        + ".\n"
-    )
+    out.write(clusters_table(evaluation))
     return out.getvalue()
+
+
+def clusters_table(evaluation: Evaluation) -> str:
+    """Per router K and routed family: the member with the best cross-validated calibration accuracy, as
+    "calibration / test" (the test column is for reading only: K and k are chosen on calibration)."""
+    families: dict[str, list[str]] = {}
+    for spec in evaluation.specs:
+        if spec.kind == ROUTED:
+            families.setdefault(spec.family, []).append(spec.name)
+    if not evaluation.cv_accuracy or not families:
+        return ""
+    lines = [
+        "",
+        ("Router K (rows) and each routed family's best member on calibration: cross-validated calibration "
+        "accuracy / test accuracy (%). K is chosen by the best calibration value of any family."),
+        "",
+        "| K | " + " | ".join(families) + " |",
+        "|---:|" + "---|" * len(families),
+    ]
+    for k, table in sorted(evaluation.cv_accuracy.items()):
+        cells = []
+        for members in families.values():
+            best = max(members, key=lambda name: table.get(name, float("-inf")))
+            test = evaluation.test_by_clusters.get(k, {}).get(best)
+            cells.append(f"`{best.split(':', 1)[1]}` {_percent(table.get(best))} / {_percent(test)}")
+        mark = " (chosen)" if k == evaluation.clusters else ""
+        lines.append(f"| {k}{mark} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def bar_chart(names: Sequence[str], values: Sequence[float], title: str, highlight: dict[str, str]) -> bytes:
