@@ -206,3 +206,42 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+async def test_with_auth_on_reflection_works_with_the_token_as_helm_md_says(monkeypatch):
+    """HELM.md's health check with auth on: grpcurl finds Health by reflection, which needs the token."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from avengers.config.voter_service import VoterServiceConfig
+    from avengers.services.voter.server import start_voter_server
+
+    monkeypatch.setenv("AVENGERS_TEST_REFLECTION_TOKEN", "t0ken")
+    config = VoterServiceConfig.model_validate({"server": {"auth_token_env": "AVENGERS_TEST_REFLECTION_TOKEN"}})
+    server = await start_voter_server(config, "127.0.0.1:0")
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+
+    async def services(metadata=None) -> list[str]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            replies = [r async for r in stub.ServerReflectionInfo(iter([request]), metadata=metadata, timeout=10)]
+        return [s.name for s in replies[0].list_services_response.service]
+
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await services()
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "grpc.health.v1.Health" in await services((("authorization", "Bearer t0ken"),))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:  # the probe's own call
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await server.stop(0)
+
+
+def test_readme_names_only_files_that_exist():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    for path in set(re.findall(r"\b(?:examples|docs|helm|scripts)/[\w./-]+\w", readme)):
+        assert (ROOT / path).exists(), path
+    assert "--pool pool.yaml" not in readme  # a file that does not exist; POOL.yaml is named by example
