@@ -310,3 +310,8 @@ def test_code_is_graded_by_the_gold_tests_in_the_sandbox_never_voted_with_them()
     ranked = [RankedModel("wrong", 0.9), RankedModel("whole", 0.5), RankedModel("completion", 0.4)]
     vote = StrategySpec("v", ROUTED, "top_k_vote", n=3, top_k=3)
     assert replay.run(vote, 0, ranked).correct is False  # three different programs: the best-ranked one wins
+
+
+def test_cli_rejects_out_of_range_options_in_one_line(tmp_path: Path, capsys):
+    assert main(["evaluate", "--from-samples", str(tmp_path), "--out", str(tmp_path / "o"), "--n", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "avengers evaluate: error: --n 0 is outside [1, 64]"

@@ -121,6 +121,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise CommandError("give --benchmark FILE (one or more), or --from-samples DIR_OR_FILE")
         if bool(args.pool) == bool(args.model_pool_addr):
             raise CommandError("give exactly one of --pool POOL.yaml (run here) or --model-pool-addr HOST:PORT")
+    checks = [
+        (1 <= args.n <= 64, f"--n {args.n} is outside [1, 64]"),
+        (0 < args.calibration_fraction < 1, f"--calibration-fraction {args.calibration_fraction} is outside (0, 1)"),
+        (args.limit >= 0, "--limit must be >= 0"),
+        (args.folds >= 2, "--folds must be >= 2"),
+        (args.bootstrap >= 100, "--bootstrap must be >= 100"),
+        (args.concurrency >= 1 and args.max_tokens >= 1 and args.timeout > 0,
+         "--concurrency, --max-tokens and --timeout must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise CommandError(message)
     out = Path(args.out)
     generation_seconds = None
     if args.from_samples:
