@@ -13,6 +13,7 @@ from avengers.config.voter_service import VoterServiceConfig
 from avengers.core.answers import warm_up
 from avengers.rpc.server import GrpcServer, ServiceBinding, serve_until_signal, start_server
 from avengers.sandbox import Sandbox, create_sandbox
+from avengers.sandbox.scheduling import FairSlots
 from avengers.services.voter.embedding import LocalTextEmbedder, RemoteTextEmbedder, TextEmbedder
 from avengers.services.voter.servicer import VoterServicer
 from avengers.v1 import voter_pb2_grpc
@@ -70,8 +71,7 @@ async def start_voter_server(
     embedder = embedder or text_embedder_for(config)
     sandbox = sandbox or await asyncio.to_thread(create_sandbox, config.sandbox)
     vote_pool = ThreadPoolExecutor(config.limits.max_concurrent_votes, thread_name_prefix="voter-vote")
-    sandbox_pool = ThreadPoolExecutor(config.sandbox.max_parallel, thread_name_prefix="voter-sandbox")
-    servicer = VoterServicer(config, embedder, sandbox, vote_pool, sandbox_pool)
+    servicer = VoterServicer(config, embedder, sandbox, vote_pool, FairSlots(config.sandbox.max_parallel))
     try:
         running = await start_server(
             [ServiceBinding(servicer, voter_pb2_grpc.add_VoterServicer_to_server, SERVICE_NAME)],
@@ -80,7 +80,6 @@ async def start_voter_server(
         )
     except BaseException:
         vote_pool.shutdown(wait=False)
-        sandbox_pool.shutdown(wait=False)
         await embedder.close()
         raise
     log.info(
@@ -92,7 +91,7 @@ async def start_voter_server(
     return VoterServer(
         **{f.name: getattr(running, f.name) for f in dataclasses.fields(running)},
         embedder=embedder,
-        pools=[vote_pool, sandbox_pool],
+        pools=[vote_pool],
     )
 
 

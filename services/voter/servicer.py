@@ -15,8 +15,9 @@ from __future__ import annotations
 import ast
 import asyncio
 import math
+import threading
 import time
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
@@ -28,6 +29,7 @@ from avengers.core.voting import Candidate, JudgeOptions, VoteResult, model_swit
 from avengers.rpc.enums import TASK_TYPE, VOTE_METHOD
 from avengers.rpc.errors import InvalidArgument, Unavailable, grpc_errors
 from avengers.sandbox import Sandbox, SandboxError
+from avengers.sandbox.scheduling import FairSlots, SandboxRequest
 from avengers.services.voter.embedding import TextEmbedder
 from avengers.v1 import voter_pb2, voter_pb2_grpc
 
@@ -153,7 +155,9 @@ def to_response(result: VoteResult) -> voter_pb2.VoteResponse:
 
 
 class VoterServicer(voter_pb2_grpc.VoterServicer):
-    """Votes run on ``vote_pool`` threads; code candidates run in ``sandbox`` on ``sandbox_pool`` threads."""
+    """Votes run on ``vote_pool`` threads; code candidates run in ``sandbox``, on the ``slots`` shared fairly
+    between votes (:mod:`avengers.sandbox.scheduling`): a vote whose caller goes away or whose deadline passes
+    has its runs killed, and one vote uses at most ``sandbox.request_budget_seconds`` of sandbox time."""
 
     def __init__(
         self,
@@ -161,31 +165,44 @@ class VoterServicer(voter_pb2_grpc.VoterServicer):
         embedder: TextEmbedder,
         sandbox: Sandbox,
         vote_pool: Executor,
-        sandbox_pool: Executor,
+        slots: FairSlots,
     ):
         self.config = config
         self.embedder = embedder
         self.sandbox = sandbox
         self.vote_pool = vote_pool
-        self.sandbox_pool = sandbox_pool
+        self.slots = slots
 
-    def compute(self, job: VoteJob, deadline: float | None = None) -> VoteResult:
-        """The vote (blocking: runs in a worker thread)."""
+    def compute(
+        self, job: VoteJob, deadline: float | None = None, cancelled: threading.Event | None = None
+    ) -> VoteResult:
+        """The vote (blocking: runs in a worker thread); setting ``cancelled`` stops its sandbox runs."""
         try:
-            return self._compute(job, deadline)
+            return self._compute(job, deadline, cancelled)
         except SandboxError as exc:
             raise Unavailable(f"the code sandbox cannot run here: {exc}") from None
 
-    def _compute(self, job: VoteJob, deadline: float | None) -> VoteResult:
-        options = JudgeOptions(
+    def _compute(self, job: VoteJob, deadline: float | None, cancelled: threading.Event | None) -> VoteResult:
+        sandbox = SandboxRequest(
+            self.sandbox,
+            self.slots,
             deadline=deadline,
-            tests=job.tests,
-            entry_point=job.entry_point,
-            timeout_seconds=job.timeout_seconds,
-            sandbox=self.sandbox,
-            executor=self.sandbox_pool,
-            embed=self.embedder.embed,
+            budget_seconds=self.config.sandbox.request_budget_seconds,
+            cancelled=cancelled,
         )
+        # Threads that wait for a fair slot each (made only when code candidates run).
+        with ThreadPoolExecutor(self.slots.slots, thread_name_prefix="voter-sandbox") as executor:
+            return self._vote(job, JudgeOptions(
+                deadline=deadline,
+                tests=job.tests,
+                entry_point=job.entry_point,
+                timeout_seconds=job.timeout_seconds,
+                sandbox=sandbox,
+                executor=executor,
+                embed=self.embedder.embed,
+            ))  # fmt: skip
+
+    def _vote(self, job: VoteJob, options: JudgeOptions) -> VoteResult:
         if job.switch_threshold is not None:
             return model_switch_vote(
                 job.task_type,
@@ -205,7 +222,14 @@ class VoterServicer(voter_pb2_grpc.VoterServicer):
         started = time.perf_counter()
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        result = await asyncio.get_running_loop().run_in_executor(self.vote_pool, self.compute, job, deadline)
+        cancelled = threading.Event()
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.vote_pool, self.compute, job, deadline, cancelled
+            )
+        except asyncio.CancelledError:  # the caller went away (or its deadline passed): stop the sandbox runs
+            cancelled.set()
+            raise
         VOTE_SECONDS.labels(job.task_type).observe(time.perf_counter() - started)
         VOTES.labels(job.task_type, job.method).inc()
         if result.switched:

@@ -72,7 +72,13 @@ class SandboxConfig(ConfigModel):
     """Characters kept from the end of the candidate's stdout and stderr."""
 
     max_parallel: int = Field(default=2, ge=1)
-    """Candidates run at once by one process (the voter's sandbox pool)."""
+    """Candidates run at once by one process (the voter's sandbox slots, shared fairly between votes: a free
+    slot goes to the waiting vote holding the fewest)."""
+
+    request_budget_seconds: float | None = Field(default=60.0, gt=0.0)
+    """Sandbox wall time one request (a vote) may use, from its first run: then its running candidates are
+    killed and reported as timed out, and those not started yet as not run (the vote still answers). None:
+    no budget beyond each run's own limit and the call's deadline."""
 
     @model_validator(mode="after")
     def _timeouts_ordered(self) -> SandboxConfig:

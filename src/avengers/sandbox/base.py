@@ -17,12 +17,14 @@ class Sandbox(ABC):
         tests: Sequence[str] = (),
         entry_point: str | None = None,
         timeout_seconds: float | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> SandboxResult:
         """Load ``program``, then run each test in a copy of its namespace.
 
         A test is Python code: plain asserts, or (HumanEval style) a ``check(candidate)`` function
         that is called with the program's ``entry_point``. ``timeout_seconds`` bounds loading the
-        program and each test (default: the config's).
+        program and each test (default: the config's). ``stop`` is polled while the run goes on; once it
+        returns True the run is killed as at its wall limit (the result says it timed out).
         """
 
 

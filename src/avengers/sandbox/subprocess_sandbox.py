@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 _RUNNER = (Path(__file__).parent / "bootstrap.py").read_text(encoding="utf-8")
 """The bootstrap's source, passed with ``-c`` (never imported into the service)."""
+
+STOP_POLL_SECONDS = 0.05
+"""How often a run with a ``stop`` condition checks it."""
 
 _PROBE = "import json, collections, re, math, itertools, functools; print('ok')"
 _FALLBACK_INTERPRETERS = ("/usr/bin/python3", "/usr/local/bin/python3")
@@ -127,6 +130,7 @@ class SubprocessSandbox(Sandbox):
         tests: Sequence[str] = (),
         entry_point: str | None = None,
         timeout_seconds: float | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> SandboxResult:
         config = self.config
         timeout = config.timeout_seconds if timeout_seconds is None else float(timeout_seconds)
@@ -143,7 +147,7 @@ class SubprocessSandbox(Sandbox):
                     os.chown(workdir, uid, uid)
                 os.chmod(workdir, 0o700)
                 return self._run_in(
-                    workdir, private, uid, program, tests, entry_point, timeout, wall, started
+                    workdir, private, uid, program, tests, entry_point, timeout, wall, started, stop
                 )
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -160,6 +164,7 @@ class SubprocessSandbox(Sandbox):
         timeout: float,
         wall: float,
         started: float,
+        stop: Callable[[], bool] | None = None,
     ) -> SandboxResult:
         config = self.config
         results_path, stdout_path, stderr_path = private / "results", private / "stdout", private / "stderr"
@@ -206,7 +211,7 @@ class SubprocessSandbox(Sandbox):
                     pass_fds=(result_fd,),
                 )
                 try:
-                    process.communicate(json.dumps(job).encode("utf-8"), timeout=wall)
+                    self._wait(process, json.dumps(job).encode("utf-8"), time.monotonic() + wall, stop)
                 except subprocess.TimeoutExpired:
                     timed_out = True
                     # Freeze the group at once (no more forks there), kill what escaped it while the
@@ -231,6 +236,20 @@ class SubprocessSandbox(Sandbox):
             stderr=_tail(stderr_path, config.output_tail_chars),
             started=started,
         )
+
+    @staticmethod
+    def _wait(process: subprocess.Popen, job: bytes, kill_at: float, stop: Callable[[], bool] | None) -> None:
+        """Send the job and wait for the run to end; TimeoutExpired at ``kill_at`` or once ``stop()`` is true."""
+        data: bytes | None = job
+        while True:
+            left = kill_at - time.monotonic()
+            if left <= 0 or (stop is not None and stop()):
+                raise subprocess.TimeoutExpired(process.args, 0)
+            try:
+                process.communicate(data, timeout=left if stop is None else min(left, STOP_POLL_SECONDS))
+                return
+            except subprocess.TimeoutExpired:
+                data = None  # communicate() goes on with the rest of the job, if any
 
     @staticmethod
     def _signal_session(pid: int, sig: int) -> None:
