@@ -203,3 +203,12 @@ async def test_deadline_is_504_and_a_full_server_answers_429(stack):
         assert ok.choices[0].message.content
     finally:
         await server.stop(0)
+
+
+async def test_the_listening_socket_is_tcp_so_nagle_is_off_for_each_connection(http):
+    """asyncio sets TCP_NODELAY on accepted sockets only when the listening socket's proto is TCP; without it
+    every response waited for the client's delayed ACK."""
+    import socket
+
+    (listening,) = http.server.servers[0].sockets
+    assert listening.proto == socket.IPPROTO_TCP
