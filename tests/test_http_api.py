@@ -212,3 +212,23 @@ async def test_the_listening_socket_is_tcp_so_nagle_is_off_for_each_connection(h
 
     (listening,) = http.server.servers[0].sockets
     assert listening.proto == socket.IPPROTO_TCP
+
+
+async def test_tls_serves_https_to_clients_trusting_its_ca(stack, tmp_path):
+    import ssl
+
+    from certs import TestCA
+
+    ca = TestCA(tmp_path, "http-test-ca")
+    issued = ca.issue("http-api")
+    server = await start_http(stack, server={"tls_cert_file": str(issued.cert), "tls_key_file": str(issued.key)})
+    try:
+        assert server.url.startswith("https://")
+        client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0,
+                                    http_client=httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(ca.cert_file))))
+        assert (await client.models.list()).data[0].id == "avengers"
+        async with httpx.AsyncClient(base_url=server.url.replace("https://", "http://")) as plain:
+            with pytest.raises(httpx.HTTPError):  # the port speaks TLS only
+                await plain.get("/health")
+    finally:
+        await server.stop(0)
