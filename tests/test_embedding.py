@@ -1,10 +1,18 @@
 import asyncio
+import re
 
 import numpy as np
 import pytest
 
 from avengers.config import EmbeddingConfig
-from avengers.core.embedding import CachedEmbedder, EmbeddingError, create_embedder, resolve_model_path
+from avengers.core.embedding import (
+    CachedEmbedder,
+    EmbeddingError,
+    HashingEmbedder,
+    create_embedder,
+    length_groups,
+    resolve_model_path,
+)
 
 
 def test_minilm_offline_unit_norm_and_semantics():
@@ -116,3 +124,79 @@ async def test_micro_batched_serving_returns_each_caller_its_own_rows(one_per_pa
     assert serving.batcher.stats.batches == 1 and serving.batcher.stats.largest_batch == total
     for texts, rows in zip(requests, answers):
         np.testing.assert_allclose(rows, one_per_pass.encode(texts), atol=1e-5)
+
+
+# ------------------------------------------------------------------ the cache, written as it goes; the progress bar
+
+
+class InterruptedAfter(HashingEmbedder):
+    """Feature hashing that stops like a Ctrl-C after ``chunks`` model calls, recording each call's texts."""
+
+    def __init__(self, chunks: int | None):
+        super().__init__(EmbeddingConfig(backend="hashing", dimension=32))
+        self.calls: list[list[str]] = []
+        self.chunks = chunks
+
+    def _encode(self, texts):
+        if self.chunks is not None and len(self.calls) == self.chunks:
+            raise KeyboardInterrupt
+        self.calls.append(list(texts))
+        return super()._encode(texts)
+
+
+def test_an_interrupted_encode_keeps_the_chunks_it_finished(tmp_path):
+    texts = [f"query number {i} " + "word " * (i % 7) for i in range(50)]
+    interrupted = CachedEmbedder(InterruptedAfter(chunks=2), tmp_path, chunk=8)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.encode(texts, show_progress=True)
+    assert interrupted.cached_count() == 16  # two chunks of 8, each committed when done
+
+    resumed = InterruptedAfter(chunks=None)
+    full = CachedEmbedder(resumed, tmp_path, chunk=8).encode(texts)
+    done_before = {t for call in interrupted.inner.calls for t in call}
+    embedded_now = [t for call in resumed.calls for t in call]
+    assert len(embedded_now) == 50 - 16 and not done_before & set(embedded_now)  # only the rest
+    np.testing.assert_allclose(full, CachedEmbedder(InterruptedAfter(None), tmp_path / "fresh").encode(texts), atol=1e-6)
+
+
+def test_progress_bar_shows_throughput(tmp_path, capsys):
+    texts = [f"text {i} " * (1 + i % 5) for i in range(40)]
+    CachedEmbedder(InterruptedAfter(None), tmp_path, chunk=10).encode(texts, show_progress=True)
+    err = capsys.readouterr().err
+    assert "embedding" in err and "40/40" in err
+    assert re.search(r"\d+(\.\d+)?(k|M)?text/s", err), err  # texts per second, as it goes
+    create_embedder(EmbeddingConfig(backend="hashing")).encode(texts, show_progress=True)  # uncached: same bar
+    assert re.search(r"40/40 .*text/s", capsys.readouterr().err)
+
+
+def test_cache_files_are_per_variant(tmp_path):
+    """Vectors of another runtime, precision or truncation never mix in one cache file."""
+    plain = CachedEmbedder(InterruptedAfter(None), tmp_path)
+
+    class Truncating(InterruptedAfter):
+        variant = "torch-max16"
+
+    other = CachedEmbedder(Truncating(None), tmp_path)
+    assert plain.name == other.name and plain.path != other.path
+    assert plain.path.name == "hashing-32-32.sqlite" and other.path.name == "hashing-32@torch-max16-32.sqlite"
+
+
+def test_length_groups_keep_each_pass_within_the_budget():
+    lengths = [5, 100, 1, 30, 30, 2, 500, 7]
+    groups = length_groups(lengths, budget=60)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for group in groups:
+        assert len(group) == 1 or len(group) * max(lengths[i] for i in group) <= 60
+    assert [lengths[g[0]] for g in groups] == sorted(lengths[g[0]] for g in groups)  # shortest first
+    assert length_groups([], 10) == []
+
+
+def test_max_seq_tokens_truncates_what_the_model_reads(one_per_pass):
+    head = "Which of these rivers is the longest in South America, and through which countries does it flow? "
+    texts = [head + "Answer briefly. " * 30, head + "Explain at length with historical context. " * 30]
+    truncated = create_embedder(EmbeddingConfig(batch_size=1, max_seq_tokens=16))
+    assert truncated.variant == "torch-max16" and one_per_pass.variant == ""
+    short = truncated.encode(texts)
+    np.testing.assert_allclose(short[0], short[1], atol=1e-6)  # the same first 16 tokens: the same vector
+    full = one_per_pass.encode(texts)
+    assert full[0] @ full[1] < 0.99  # the full window tells them apart

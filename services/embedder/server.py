@@ -11,6 +11,7 @@ from avengers.core.embedding import Embedder, create_embedder
 from avengers.rpc.server import GrpcServer, ServiceBinding, start_server
 from avengers.services.embedder.servicer import EmbedderServicer
 from avengers.serving.batched_embedder import BatchedEmbedder
+from avengers.threads import apply_thread_limits
 from avengers.v1 import embedder_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ async def start_embedder_server(
     The result is a :class:`~avengers.rpc.server.GrpcServer` (``port``, ``stop(grace)``).
     """
     config = config or EmbedderServiceConfig()
+    apply_thread_limits(announce=True)  # before the model loads its thread pools
     if embedder is None:
         embedder = await asyncio.to_thread(create_embedder, config.embedding)
     await asyncio.to_thread(embedder.encode, ["warm-up"])  # first call pays lazy initialisation
@@ -52,5 +54,6 @@ async def start_embedder_server(
         address or config.server.address,
         config=config.server,
     )
-    log.info("embedder %s (dimension %d) on port %d", embedder.name, embedder.dimension, running.port)
+    variant = f", {embedder.variant}" if embedder.variant else ""
+    log.info("embedder %s (dimension %d%s) on port %d", embedder.name, embedder.dimension, variant, running.port)
     return EmbedderServer(**{f.name: getattr(running, f.name) for f in dataclasses.fields(running)}, embedder=batched)

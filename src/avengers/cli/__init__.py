@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avengers", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"avengers {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="threads of every compute pool of the process: torch, ONNX Runtime, OpenMP, BLAS (default: "
+        "$AVENGERS_THREADS, else $OMP_NUM_THREADS, else the CPUs the process may use)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"avengers.cli.{name}").register(sub)
@@ -61,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    from avengers.threads import apply_thread_limits
+
+    apply_thread_limits(args.threads)  # before any command loads torch, ONNX Runtime or scikit-learn
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from avengers.config.clustering import ClusteringConfig
-from avengers.config.embedding import DEFAULT_EMBEDDING_MODEL, EmbeddingConfig
+from avengers.config.embedding import DEFAULT_EMBEDDING_MODEL, EMBEDDERS, EmbeddingConfig
 from avengers.config.routing import SELECTORS, RoutingConfig, ScoringConfig, SelectorsConfig
 from avengers.core.artifact import RouterArtifact
 from avengers.core.clustering import available_clusterers
@@ -22,7 +22,15 @@ from avengers.tools.sweep import sweep_k, sweep_plot, sweep_table
 def add_embedder_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("embedding")
     g.add_argument("--embedder", default=DEFAULT_EMBEDDING_MODEL, help="model name or local path (default: %(default)s)")
-    g.add_argument("--embedder-backend", default="sentence-transformers", choices=["sentence-transformers", "hashing"])
+    g.add_argument(
+        "--embedder-backend",
+        default="sentence-transformers",
+        choices=EMBEDDERS.names(),
+        help="torch (sentence-transformers), the same model on ONNX Runtime (onnx: exported on first use, "
+        "int8 unless --onnx-precision fp32), or feature hashing",
+    )
+    g.add_argument("--onnx-precision", default="int8", choices=["int8", "fp32"], help="onnx backend: weights")
+    g.add_argument("--max-seq-tokens", type=int, help="truncate texts to this many tokens (default: the model's window)")
     g.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     g.add_argument("--cache-dir", default=str(default_cache_dir() / "embeddings"), help="embedding cache (default: %(default)s)")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
@@ -34,6 +42,8 @@ def embedder_from_args(args: argparse.Namespace, model: str | None = None) -> Em
             backend=args.embedder_backend,
             model=model or args.embedder,
             device=args.device,
+            onnx_precision=args.onnx_precision,
+            max_seq_tokens=args.max_seq_tokens,
             cache_dir=None if args.no_cache else args.cache_dir,
         )
     )

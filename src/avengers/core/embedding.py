@@ -1,8 +1,10 @@
 """Step 1 of the recipe: embed queries into L2-normalised vectors.
 
 An :class:`Embedder` turns texts into a float32 matrix whose rows have unit L2 norm. Backends register
-themselves by name; :func:`create_embedder` builds one from an :class:`EmbeddingConfig` and wraps it in
-the on-disk :class:`CachedEmbedder` when a cache directory is configured.
+themselves in :data:`~avengers.config.embedding.EMBEDDERS`; :func:`create_embedder` builds one from an
+:class:`EmbeddingConfig` and wraps it in the on-disk :class:`CachedEmbedder` when a cache directory is
+configured. Backends: "sentence-transformers" (torch), "onnx" (the same model on ONNX Runtime, int8 by default;
+:mod:`avengers.core.onnx_embedding`) and "hashing" (no model).
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from avengers.config.embedding import DEFAULT_EMBEDDING_MODEL, EmbeddingConfig
+from avengers.config.embedding import DEFAULT_EMBEDDING_MODEL, EMBEDDERS, EmbeddingConfig
+from avengers.config.threads import ThreadsConfig
 
 
 class EmbeddingError(ValueError):
@@ -32,6 +35,35 @@ def l2_normalize(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.maximum(norms, 1e-12)
+
+
+PROGRESS_CHUNK = 256
+"""Texts per step of a long encode: the progress bar moves, and the cache is written, once per chunk."""
+
+
+def length_sorted_chunks(texts: Sequence[str], size: int = PROGRESS_CHUNK) -> Iterator[list[int]]:
+    """Indices of ``texts`` shortest first, ``size`` at a time: each chunk holds texts of similar length, so
+    the length-aware forward passes inside a chunk pad little."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
+
+
+def length_groups(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Indices grouped for forward passes: sorted by length, each group as large as keeps
+    (members x longest member) within ``budget`` (a lone text longer than the budget is a group of its own).
+
+    On a CPU a forward pass pads every text to the longest of its batch, and attention grows with length:
+    one text at a time is best for long texts, many together for short ones.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = [[]]
+    for i in order:
+        longest = lengths[i]  # the longest so far: the order is ascending
+        if groups[-1] and (len(groups[-1]) + 1) * longest > budget:
+            groups.append([])
+        groups[-1].append(i)
+    return groups if groups[0] else []
 
 
 class Embedder(ABC):
@@ -47,33 +79,42 @@ class Embedder(ABC):
     def dimension(self) -> int:
         """Vector size."""
 
+    @property
+    def variant(self) -> str:
+        """What else makes this embedder's vectors differ from another backend of the same model (runtime,
+        precision, truncation), e.g. "onnx-int8"; "" for the reference (torch, full window). Part of the
+        embedding cache's key, not of a router's: a router fitted with one variant serves queries embedded by
+        another of the same model (their routing accuracy is compared in docs/BENCHMARKS.md)."""
+        return ""
+
     @abstractmethod
     def _encode(self, texts: list[str]) -> np.ndarray:
         """Backend work: (len(texts), dimension) matrix, any norm."""
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        """(len(texts), dimension) float32 matrix with unit-norm rows."""
+        """(len(texts), dimension) float32 matrix with unit-norm rows. ``show_progress``: a progress bar with
+        the throughput (texts/s), moving once per chunk of similar-length texts."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return l2_normalize(self._encode_with_progress(texts, show_progress))
+        if not show_progress:
+            return l2_normalize(self._encode(texts))
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        with progress_bar(len(texts)) as bar:
+            for chunk in length_sorted_chunks(texts):
+                out[chunk] = l2_normalize(self._encode([texts[i] for i in chunk]))
+                bar.update(len(chunk))
+        return out
 
-    def _encode_with_progress(self, texts: list[str], show_progress: bool) -> np.ndarray:
-        return self._encode(texts)
+
+def progress_bar(total: int, initial: int = 0) -> tqdm:
+    """The bar of a long encode: texts done, texts/s, time left."""
+    return tqdm(
+        total=total, initial=initial, desc="embedding", unit="text", smoothing=0.1, dynamic_ncols=True
+    )
 
 
-EmbedderFactory = Callable[[EmbeddingConfig], Embedder]
-_REGISTRY: dict[str, EmbedderFactory] = {}
-
-
-def register_embedder(name: str) -> Callable[[EmbedderFactory], EmbedderFactory]:
-    """Class decorator: make a backend available under ``name`` in :class:`EmbeddingConfig`."""
-
-    def wrap(factory: EmbedderFactory) -> EmbedderFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
+register_embedder = EMBEDDERS.register
 
 
 def resolve_model_path(model: str) -> str:
@@ -95,22 +136,35 @@ def resolve_model_path(model: str) -> str:
     )
 
 
+def model_threads(config: EmbeddingConfig) -> int:
+    """Intra-op threads of a model: ``config.threads``, else the process's setting (:mod:`avengers.threads`)."""
+    return config.threads or ThreadsConfig().resolved()
+
+
+def offline_environment() -> None:
+    """Hugging Face libraries never reach the network, and the tokenizers' own thread pool stays off."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 @register_embedder("sentence-transformers")
 class SentenceTransformerEmbedder(Embedder):
-    """A sentence-transformers model loaded from local files."""
+    """A sentence-transformers model loaded from local files, run by torch."""
 
     def __init__(self, config: EmbeddingConfig):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        offline_environment()
+        import torch
         from sentence_transformers import SentenceTransformer
 
-        if config.threads is not None:
-            import torch
-
-            torch.set_num_threads(config.threads)
+        if config.device == "cpu":
+            torch.set_num_threads(model_threads(config))
         self._config = config
         self._model = SentenceTransformer(resolve_model_path(config.model), device=config.device)
+        if config.max_seq_tokens is not None:
+            self._model.max_seq_length = min(
+                config.max_seq_tokens, self._model.max_seq_length or config.max_seq_tokens
+            )
         self._dimension = int(self._model.get_embedding_dimension())
         self._lock = threading.Lock()
 
@@ -122,15 +176,16 @@ class SentenceTransformerEmbedder(Embedder):
     def dimension(self) -> int:
         return self._dimension
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        return self._encode_with_progress(texts, False)
+    @property
+    def variant(self) -> str:
+        return "" if self._config.max_seq_tokens is None else f"torch-max{self._model.max_seq_length}"
 
-    def _encode_with_progress(self, texts: list[str], show_progress: bool) -> np.ndarray:
+    def _encode(self, texts: list[str]) -> np.ndarray:
         # The torch module is not safe to call from several threads at once.
         with self._lock:
             if self._config.batch_size is None and self._config.device == "cpu":
-                return self._encode_by_length(texts, show_progress)
-            return self._forward(texts, self._config.batch_size or 64, show_progress)
+                return self._encode_by_length(texts)
+            return self._forward(texts, self._config.batch_size or 64)
 
     def _forward(self, texts: list[str], batch_size: int, show_progress: bool = False) -> np.ndarray:
         return self._model.encode(
@@ -141,20 +196,12 @@ class SentenceTransformerEmbedder(Embedder):
             show_progress_bar=show_progress,
         )
 
-    def _encode_by_length(self, texts: list[str], show_progress: bool) -> np.ndarray:
+    def _encode_by_length(self, texts: list[str]) -> np.ndarray:
         """Forward passes over texts of similar length, each padded to at most ``batch_chars`` characters."""
-        if not texts:
-            return np.empty((0, self._dimension), dtype=np.float32)
         window = 4 * self._model.max_seq_length  # characters past the model's window are truncated anyway
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        groups: list[list[int]] = [[]]
-        for i in order:
-            longest = min(len(texts[i]), window)  # the longest so far: the order is ascending
-            if groups[-1] and (len(groups[-1]) + 1) * longest > self._config.batch_chars:
-                groups.append([])
-            groups[-1].append(i)
+        groups = length_groups([min(len(t), window) for t in texts], self._config.batch_chars)
         out = np.empty((len(texts), self._dimension), dtype=np.float32)
-        for group in tqdm(groups, desc="embedding", unit="batch", disable=not show_progress):
+        for group in groups:
             out[group] = self._forward([texts[i] for i in group], len(group))
         return out
 
@@ -194,13 +241,20 @@ class HashingEmbedder(Embedder):
 
 
 class CachedEmbedder(Embedder):
-    """Wraps an embedder with a persistent SQLite cache keyed by (model name, text)."""
+    """Wraps an embedder with a persistent SQLite cache keyed by (model name, variant, text).
 
-    def __init__(self, inner: Embedder, cache_dir: str | Path):
+    Texts missing from the cache are embedded a chunk at a time (:data:`PROGRESS_CHUNK` texts of similar
+    length) and each chunk is committed as soon as it is embedded: an interrupted encode of thousands of
+    queries keeps what it did, and the next run embeds only the rest.
+    """
+
+    def __init__(self, inner: Embedder, cache_dir: str | Path, chunk: int = PROGRESS_CHUNK):
         self._inner = inner
+        self.chunk = chunk
         cache_dir = Path(cache_dir).expanduser()
         cache_dir.mkdir(parents=True, exist_ok=True)
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", inner.name)
+        key = inner.name + (f"@{inner.variant}" if inner.variant else "")
+        safe = re.sub(r"[^A-Za-z0-9_.@-]+", "_", key)
         self.path = cache_dir / f"{safe}-{inner.dimension}.sqlite"
         self._local = threading.local()
         with self._connect() as db:
@@ -222,14 +276,30 @@ class CachedEmbedder(Embedder):
     def dimension(self) -> int:
         return self._inner.dimension
 
+    @property
+    def variant(self) -> str:
+        return self._inner.variant
+
+    @property
+    def inner(self) -> Embedder:
+        """The embedder whose vectors are cached."""
+        return self._inner
+
     @staticmethod
     def _key(text: str) -> bytes:
         return hashlib.sha256(text.encode("utf-8")).digest()
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        return self._encode_with_progress(texts, False)
+    def cached_count(self) -> int:
+        """Vectors in the cache file."""
+        return int(self._connect().execute("SELECT COUNT(*) FROM emb").fetchone()[0])
 
-    def _encode_with_progress(self, texts: list[str], show_progress: bool) -> np.ndarray:
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self.encode(texts)
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
         db = self._connect()
         keys = [self._key(t) for t in texts]
         found: dict[bytes, np.ndarray] = {}
@@ -240,22 +310,33 @@ class CachedEmbedder(Embedder):
                 found[key] = np.frombuffer(blob, dtype=np.float32)
         missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
         if missing:
-            fresh = self._inner.encode(missing, show_progress=show_progress)
-            rows = [(self._key(t), v.astype(np.float32).tobytes()) for t, v in zip(missing, fresh)]
-            with db:
-                db.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)", rows)
-            for (key, _), vec in zip(rows, fresh):
-                found[key] = vec
-        return np.stack([found[k] for k in keys])
+            bar = progress_bar(len(texts), initial=len(texts) - len(missing)) if show_progress else None
+            try:
+                for chunk in length_sorted_chunks(missing, self.chunk):
+                    chunk_texts = [missing[i] for i in chunk]
+                    fresh = self._inner.encode(chunk_texts)
+                    rows = [
+                        (self._key(t), v.astype(np.float32).tobytes()) for t, v in zip(chunk_texts, fresh)
+                    ]
+                    with db:  # committed now: an interruption keeps every chunk done so far
+                        db.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)", rows)
+                    for (key, _), vec in zip(rows, fresh):
+                        found[key] = vec
+                    if bar is not None:
+                        bar.update(len(chunk))
+            finally:
+                if bar is not None:
+                    bar.close()
+        return l2_normalize(np.stack([found[k] for k in keys]))
 
 
 def create_embedder(config: EmbeddingConfig | None = None) -> Embedder:
     """Build the configured embedder (wrapped in the disk cache when ``cache_dir`` is set)."""
     config = config or EmbeddingConfig()
     try:
-        factory = _REGISTRY[config.backend]
-    except KeyError:
-        raise EmbeddingError(f"unknown embedder backend {config.backend!r}; known: {sorted(_REGISTRY)}") from None
+        factory = EMBEDDERS.get(config.backend)
+    except ValueError as exc:
+        raise EmbeddingError(str(exc)) from None
     embedder = factory(config)
     if config.cache_dir:
         embedder = CachedEmbedder(embedder, config.cache_dir)

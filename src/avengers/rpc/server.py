@@ -19,6 +19,7 @@ from avengers.observability.metrics import MetricsInterceptor, metrics_port_from
 from avengers.observability.tracing import TracingServerInterceptor, configure_tracing, tracing_enabled
 from avengers.rpc.errors import UndecodableRequestInterceptor
 from avengers.rpc.security import ServerSecurity, server_security
+from avengers.threads import apply_thread_limits
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ async def start_server(
     mutual TLS, bearer-token auth, the /metrics endpoint, and the message size limit unless
     ``max_message_bytes`` is given. Explicit ``credentials`` win over the config's TLS files.
     """
+    apply_thread_limits(announce=True)  # every service process: bounded torch/ONNX Runtime/OpenMP/BLAS pools
     if max_message_bytes is None:
         max_message_bytes = config.max_message_bytes if config is not None else DEFAULT_MAX_MESSAGE_BYTES
     security = server_security(config) if config is not None else ServerSecurity()
