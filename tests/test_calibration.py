@@ -93,7 +93,8 @@ async def test_measure_writes_labels_per_model():
 
 
 def test_calibrate_cli_on_the_default_pool(tmp_path):
-    """Two tasks, one short sample per model from the real SmolLM2 pool: a labels file ``avengers fit`` reads."""
+    """Two tasks, one short sample per model from the real default pool (SmolLM2, Gemma 3): a labels file
+    ``avengers fit`` reads."""
     out = tmp_path / "labels.jsonl"
     result = subprocess.run(
         [sys.executable, "-m", "avengers", "calibrate", "--pool", str(data_path("default_pool.yaml")),
@@ -103,5 +104,5 @@ def test_calibrate_cli_on_the_default_pool(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     labels = read_labels(out)
-    assert labels.models == ["smollm2-direct", "smollm2-stepwise"] and len(labels) == 2
+    assert labels.models == ["smollm2-135m", "gemma3-270m"] and len(labels) == 2
     assert "labelled tasks" in result.stdout
