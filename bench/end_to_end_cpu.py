@@ -265,6 +265,29 @@ def verdicts(report: dict, datasets: list[str]) -> list[str]:
     return lines
 
 
+def why(report: dict) -> str:
+    """The numbers that explain the outcome: how far the oracle (any model right) lies above the best single
+    model, and how often the models' greedy answers agree."""
+    strategies = report["strategies"]
+    single = strategies[report["best_single"]["name"]]["accuracy"]
+    oracle = strategies.get("oracle", {}).get("accuracy")
+    singles = {name: e["accuracy"] for name, e in strategies.items()
+               if name.startswith("single:") and e.get("accuracy") is not None}
+    parts = [
+        "Why: " + ", ".join(f"`{name}` {pct(acc)}" for name, acc in sorted(singles.items()))
+        + " on average — near zero on the math sets and near chance on the multiple-choice ones (chance: 20% on "
+        "CommonsenseQA's five options, about 50% on StrategyQA's yes/no)."
+    ]
+    if oracle is not None:
+        parts.append(
+            f"Uniting models can gain at most what the oracle (any model right) shows above the best single model: "
+            f"{100 * (oracle - single):+.1f} points on average; a vote only collects that when the right answer "
+            "also has the most votes, and with two weak models whose wrong answers scatter or agree by chance it "
+            "rarely does — the votes mostly follow the stronger model, or noise."
+        )
+    return " ".join(parts)
+
+
 def render(report: dict, timing: dict, done: list[str], commands: list[str]) -> str:
     datasets = sorted(report["datasets"])
     chunks = timing.get("chunks", {})
@@ -326,6 +349,8 @@ def render(report: dict, timing: dict, done: list[str], commands: list[str]) -> 
         "",
         "Per data set, best ensemble against best single model (test queries won or lost): "
         + "; ".join(verdicts(report, datasets)) + ".",
+        "",
+        why(report),
         "",
     ]
     return "\n".join(lines)
