@@ -315,3 +315,18 @@ def test_code_is_graded_by_the_gold_tests_in_the_sandbox_never_voted_with_them()
 def test_cli_rejects_out_of_range_options_in_one_line(tmp_path: Path, capsys):
     assert main(["evaluate", "--from-samples", str(tmp_path), "--out", str(tmp_path / "o"), "--n", "0"]) == 2
     assert capsys.readouterr().err.strip() == "avengers evaluate: error: --n 0 is outside [1, 64]"
+
+
+def test_free_text_votes_by_medoid_and_grades_by_normalised_text():
+    from avengers.config.embedding import EmbeddingConfig
+    from avengers.core.embedding import create_embedder
+
+    embed = create_embedder(EmbeddingConfig(backend="hashing")).encode
+    texts = {"a": "Paris  is the capital", "b": "Paris is the capital", "c": "Lyon is a city on the Rhone"}
+    rows = [RecordedSample("f0", "geo", "Capital of France?", "Paris is the capital", "free_text", m, t)
+            for m, t in texts.items()]
+    replay = Replay(recording_of(rows), embed=embed)
+    assert [replay.text_correct(0, t) for t in texts.values()] == [True, True, False]
+    ranked = [RankedModel("c", 0.9), RankedModel("a", 0.5), RankedModel("b", 0.4)]
+    assert replay.run(StrategySpec("v", ROUTED, "top_k_vote", n=3, top_k=3), 0, ranked).correct is True
+    assert replay.run(StrategySpec("t", ROUTED, "self_consistency"), 0, ranked).correct is False
