@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import MODELS, write_jsonl
 
 from avengers.core.labels import LabelsError, read_labels
+from conftest import MODELS, write_jsonl
 
 
 def row(**over):

@@ -6,7 +6,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_generated_code_is_up_to_date():
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"], capture_output=True, text=True, check=False
+    )
     assert run.returncode == 0, run.stderr
 
 

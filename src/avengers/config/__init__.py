@@ -5,4 +5,4 @@ from avengers.config.clustering import ClusteringConfig
 from avengers.config.embedding import EmbeddingConfig
 from avengers.config.routing import RoutingConfig, ScoringConfig
 
-__all__ = ["ConfigModel", "ClusteringConfig", "EmbeddingConfig", "RoutingConfig", "ScoringConfig"]
+__all__ = ["ClusteringConfig", "ConfigModel", "EmbeddingConfig", "RoutingConfig", "ScoringConfig"]
