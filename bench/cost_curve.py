@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avengers.config import ClusteringConfig, EmbeddingConfig, RoutingConfig
+from avengers.config import ClusteringConfig, EmbeddingConfig
 from avengers.config.routing import SelectorsConfig
 from avengers.core.answers import create_extractor
 from avengers.core.embedding import create_embedder, default_cache_dir
@@ -87,7 +87,7 @@ def main() -> None:
     emb = create_embedder(EmbeddingConfig(cache_dir=str(default_cache_dir() / "embeddings"), threads=1))
     x_cal, x_test = emb.encode(cal.queries), emb.encode(test.queries)
     artifact = fit_router_on_embeddings(
-        cal, x_cal, emb.name, ClusteringConfig(k=args.k), RoutingConfig(), selectors=SelectorsConfig()
+        cal, x_cal, emb.name, ClusteringConfig(k=args.k), selectors=SelectorsConfig()
     )
     alphas = [round(a, 1) for a in np.arange(0, 1.01, 0.1)]
     points = alpha_curve(artifact, test, x_test, alphas)

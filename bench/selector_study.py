@@ -83,7 +83,7 @@ def configs() -> list[Config]:
         out.append(Config("knn", None, None, {"knn_neighbours": n}))
     for n in (10, 25, 50, 100):
         for lam in (25.0, 50.0, 100.0, 200.0, 400.0):
-            out.append(Config("hknn", None, None, {"knn_neighbours": n, "hknn_strength": lam}))
+            out.append(Config("hknn", None, None, {"hknn_neighbours": n, "hknn_strength": lam}))
     for c in (0.1, 1.0):
         out.append(Config("logistic", None, None, {"logistic_c": c}))
     for dim, epochs in ((32, 300), (64, 300)):
@@ -116,7 +116,7 @@ class Split:
         selectors = {}
         if cfg.selector not in ("nearest", "soft"):
             # hknn/knn only differ in scoring parameters between configurations: fit once, re-parametrise
-            fit_keys = {k: v for k, v in cfg.params.items() if k not in ("knn_neighbours", "hknn_strength")}
+            fit_keys = {k: v for k, v in cfg.params.items() if k not in ("knn_neighbours", "hknn_neighbours", "hknn_strength")}
             key = (cfg.selector, cfg.k, tuple(sorted(fit_keys.items())))
             if key not in self._fitted:
                 selector = create_selector(cfg.selector, sel_cfg)

@@ -140,7 +140,13 @@ def test_qdrant_layout_points_payloads_and_alias(tmp_path, routers):
         assert point.payload["scores"] == dict(zip(first.models, first.cluster_scores.scores[1].tolist()))
         meta = client.retrieve(name, ids=[METADATA_POINT_ID])[0].payload
         assert meta["metadata"]["version"] == first.version and meta["metadata"]["num_clusters"] == 3
-        assert client.count(name).count == 3 + 1
+        calibration = len(first.selector_states["hknn"]["points"])  # the default selector is hknn: kNN points
+        assert client.count(name).count == 3 + 1 + calibration
+        point = client.retrieve(name, ids=[3 + 5], with_vectors=True)[0]
+        assert point.payload["kind"] == "calibration" and point.payload["index"] == 5
+        np.testing.assert_allclose(point.vector, first.selector_states["hknn"]["points"][5], rtol=1e-6)
+        assert meta["selector_states"]["hknn"]["points"] == {"calibration_points": True}
+        assert meta["selector_states"]["hknn"]["group_means"]["shape"] == [3, 3]
     finally:
         client.close()
 

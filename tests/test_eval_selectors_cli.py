@@ -30,7 +30,7 @@ def test_fit_with_selectors_and_costs_then_eval_every_strategy(costed, tmp_path,
     assert main(["fit", "--labels", str(costed / "train.jsonl"), "--k", "3", "--out", str(router),
                  "--selectors", "knn,logistic", "--knn-neighbours", "10", *COMMON]) == 0
     out = capsys.readouterr().out
-    assert "selectors knn, logistic, nearest, soft" in out and "with costs" in out
+    assert "selectors hknn, knn, logistic, nearest, soft (default hknn)" in out and "with costs" in out
     for strategy in ("nearest", "soft", "knn", "logistic"):
         assert main(["eval", "--router", str(router), "--labels", str(costed / "test.jsonl"), "--json",
                      "--strategy", strategy, "--bootstrap", "200", *COMMON]) == 0

@@ -165,8 +165,11 @@ async def test_soft_versus_nearest(minilm_stack, minilm, minilm_router):
     assert [m.score for m in nearest.models] == pytest.approx(
         minilm_router.cluster_scores.scores[nearest.cluster][[minilm_router.models.index(m.model) for m in nearest.models]]
     )
-    default = await client.route(query=query)  # unspecified: as fitted (nearest)
-    assert default.strategy == NEAREST
+    default = await client.route(query=query, top_n=3)  # unspecified: as fitted (the study's default, hknn)
+    assert default.strategy == router_pb2.ROUTING_STRATEGY_HKNN and default.cluster == nearest.cluster
+    expected = minilm_router.router().route(embedding, top_n=3)
+    assert [m.model for m in default.models] == [minilm_router.models[i] for i in expected.models]
+    assert [m.score for m in default.models] == pytest.approx(expected.scores, rel=1e-4)
 
 
 async def test_router_info(minilm_stack, minilm_router):
@@ -177,7 +180,8 @@ async def test_router_info(minilm_stack, minilm_router):
     assert info.num_clusters == 4
     assert (info.embedder_model, info.dimension) == ("sentence-transformers/all-MiniLM-L6-v2", 384)
     assert info.fit_params["clustering.k"] == "4" and info.fit_params["clustering.algorithm"] == "kmeans"
-    assert info.fit_params["routing.strategy"] == "nearest"
+    assert info.fit_params["routing.strategy"] == "hknn"
+    assert list(info.strategies) == ["hknn", "nearest", "soft"] and not info.has_costs
     assert info.created_at == minilm_router.created_at
     assert await client.health() == health_pb2.HealthCheckResponse.SERVING
 

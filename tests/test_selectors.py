@@ -26,7 +26,7 @@ from avengers.stores import create_store
 
 LEARNED = ["knn", "hknn", "logistic", "mf", "shrinkage"]
 ALL = ["nearest", "soft", *LEARNED]
-SMALL = SelectorsConfig(fit=LEARNED, knn_neighbours=5, hknn_strength=5.0, mf_epochs=200, mf_learning_rate=0.05, mf_l2=0.01,
+SMALL = SelectorsConfig(fit=LEARNED, knn_neighbours=5, hknn_neighbours=5, hknn_strength=5.0, mf_epochs=200, mf_learning_rate=0.05, mf_l2=0.01,
                         shrinkage_parent_k=2, shrinkage_strength=2.0)
 
 
@@ -80,8 +80,13 @@ def test_every_selector_survives_save_load_and_qdrant(fitted, unseen, strategy, 
 
 def test_a_strategy_that_was_not_fitted_is_refused(embedder):
     train = make_labels(per_topic=5, seed=0)
-    plain = fit_router_on_embeddings(train, embedder.encode(train.queries), embedder.name, ClusteringConfig(k=3, n_init=2))
-    assert plain.strategies == ["nearest", "soft"]
+    plain = fit_router_on_embeddings(
+        train, embedder.encode(train.queries), embedder.name, ClusteringConfig(k=3, n_init=2),
+        routing=RoutingConfig(strategy="nearest"),
+    )
+    assert plain.strategies == ["nearest", "soft"]  # only what the default routing needs
+    default = fit_router_on_embeddings(train, embedder.encode(train.queries), embedder.name, ClusteringConfig(k=3, n_init=2))
+    assert default.routing.strategy == "hknn" and default.strategies == ["hknn", "nearest", "soft"]
     with pytest.raises(ValueError, match="'knn' for this router"):
         plain.router().route(embedder.encode(["What is 2 plus 2?"])[0], strategy="knn")
 
@@ -91,7 +96,7 @@ def _two_cluster_router(**routing) -> Router:
     centroids = np.array([[2.0, 0.0], [0.6, 0.8]], dtype=np.float32)
     table = np.array([[0.9, 0.2, 0.4], [0.1, 0.8, 0.5]])
     scores = score_clusters(np.array([0, 1]), table, k=2)
-    return Router(centroids, scores, RoutingConfig(**routing))
+    return Router(centroids, scores, RoutingConfig(**{"strategy": "nearest", **routing}))
 
 
 def test_cosine_soft_routing_golden_value_computed_by_hand():
@@ -129,7 +134,7 @@ def test_alpha_trades_quality_for_cost_as_avengers_pro():
     centroids = np.array([[1.0, 0.0]], dtype=np.float32)
     quality = np.array([[0.9, 0.8, 0.5]])
     costs = np.array([[10.0, 2.0, 1.0]])
-    router = Router(centroids, score_clusters(np.array([0]), quality, k=1), RoutingConfig(top_n=3), costs=costs)
+    router = Router(centroids, score_clusters(np.array([0]), quality, k=1), RoutingConfig(strategy="nearest", top_n=3), costs=costs)
     q = np.array([1.0, 0.0])
     assert router.route(q, alpha=0.0).models == [0, 1, 2]
     assert router.route(q, alpha=1.0).models == [2, 1, 0]
@@ -138,7 +143,7 @@ def test_alpha_trades_quality_for_cost_as_avengers_pro():
     assert res.models == [1, 0, 2]  # 0 and 2 tie at 0.5: the higher global score first
     assert res.scores == pytest.approx([0.5 * 0.75 + 0.5 * 8 / 9, 0.5, 0.5])
     with pytest.raises(ValueError, match="needs model costs"):
-        Router(centroids, score_clusters(np.array([0]), quality, k=1)).route(q, alpha=0.5)
+        Router(centroids, score_clusters(np.array([0]), quality, k=1)).route(q, strategy="nearest", alpha=0.5)
 
 
 def test_costs_in_labels_reach_the_router(embedder):

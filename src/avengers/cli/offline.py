@@ -9,7 +9,7 @@ from pathlib import Path
 
 from avengers.config.clustering import ClusteringConfig
 from avengers.config.embedding import DEFAULT_EMBEDDING_MODEL, EMBEDDERS, EmbeddingConfig
-from avengers.config.routing import SELECTORS, RoutingConfig, ScoringConfig, SelectorsConfig
+from avengers.config.routing import SELECTORS, RoutingConfig, ScoringConfig, SelectorsConfig, fit_routing
 from avengers.core.artifact import RouterArtifact
 from avengers.core.clustering import available_clusterers
 from avengers.core.embedding import Embedder, create_embedder, default_cache_dir
@@ -69,7 +69,7 @@ def add_fit_args(parser: argparse.ArgumentParser) -> None:
 
 def add_routing_args(parser: argparse.ArgumentParser, defaults_from_router: bool = False) -> None:
     g = parser.add_argument_group("routing" + (" (default: as fitted)" if defaults_from_router else ""))
-    d = None if defaults_from_router else RoutingConfig()
+    d = None if defaults_from_router else fit_routing()
     g.add_argument("--strategy", choices=SELECTORS.names(), default=d and d.strategy, help="selector that ranks the models")
     g.add_argument("--distance", choices=["euclidean", "cosine"], default=d and d.distance, help="query-to-centroid distance")
     g.add_argument("--top-k", type=int, default=d and d.top_k, help="soft routing: clusters that contribute")
@@ -77,11 +77,14 @@ def add_routing_args(parser: argparse.ArgumentParser, defaults_from_router: bool
     g.add_argument("--top-n", type=int, default=d and d.top_n, help="models returned per query")
 
 
+DEFAULT_K = 32
+"""K of `avengers fit`: the best cluster selector (soft, K=32) in the cross-validated selector study."""
+
 ROUTING_FLAGS = ("strategy", "distance", "top_k", "beta", "top_n")
 
 
 def routing_from_args(args: argparse.Namespace, base: RoutingConfig | None = None) -> RoutingConfig:
-    base = base or RoutingConfig()
+    base = base or fit_routing()
     update = {f: getattr(args, f) for f in ROUTING_FLAGS if getattr(args, f, None) is not None}
     if isinstance(getattr(args, "alpha", None), float):
         update["alpha"] = args.alpha
@@ -238,7 +241,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a router on a labels file")
     p.add_argument("--labels", required=True, help="calibration labels (JSONL)")
-    p.add_argument("--k", type=int, default=64, help="clusters (default: %(default)s)")
+    p.add_argument(
+        "--k", type=int, default=DEFAULT_K,
+        help="clusters (default: %(default)s, the best K of the cluster selectors in the selector study)",
+    )
     p.add_argument("--out", required=True, help="router directory to write")
     p.add_argument("--alpha", type=float, default=None, help="default cost weight in [0, 1] (needs costs in the labels)")
     p.add_argument(

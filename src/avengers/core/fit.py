@@ -11,7 +11,13 @@ from collections import Counter
 import numpy as np
 
 from avengers.config.clustering import ClusteringConfig
-from avengers.config.routing import CLUSTER_SELECTORS, RoutingConfig, ScoringConfig, SelectorsConfig
+from avengers.config.routing import (
+    CLUSTER_SELECTORS,
+    RoutingConfig,
+    ScoringConfig,
+    SelectorsConfig,
+    fit_routing,
+)
 from avengers.core.artifact import RouterArtifact
 from avengers.core.clustering import Clustering, cluster
 from avengers.core.embedding import Embedder
@@ -53,21 +59,23 @@ def fit_router_on_embeddings(
 ) -> RouterArtifact:
     """Fit on precomputed embeddings of ``labels.queries`` (made by the embedder ``embedder_name``).
 
-    ``selectors`` None fits only the selector the routing strategy needs (none for nearest/soft);
+    ``routing`` None: :func:`~avengers.config.routing.fit_routing` (the selector study's default).
+    ``selectors`` None fits only the selector the routing strategy needs (none for nearest/soft); the default
+    strategy's selector is always fitted;
     ``select_models_count`` keeps the
     N models that cover the clusters best (:func:`select_models`); ``clustered`` reuses a clustering of
     ``embeddings`` made with ``clustering`` (studies that fit several routers on one clustering).
     """
     clustering = clustering or ClusteringConfig()
     scoring = scoring or ScoringConfig()
-    routing = routing or RoutingConfig()
+    routing = routing or fit_routing()
     if selectors is None:  # only what the default routing needs
-        selectors = SelectorsConfig(fit=[] if routing.strategy in CLUSTER_SELECTORS else [routing.strategy])
+        selectors = SelectorsConfig(fit=[])
+    if routing.strategy not in CLUSTER_SELECTORS and routing.strategy not in selectors.fit:
+        selectors = selectors.model_copy(update={"fit": [*selectors.fit, routing.strategy]})  # it can route by default
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if len(embeddings) != len(labels):
         raise ValueError(f"{len(embeddings)} embeddings for {len(labels)} labelled queries")
-    if routing.strategy not in ("nearest", "soft") and routing.strategy not in selectors.fit:
-        raise ValueError(f"default strategy {routing.strategy!r} is not among the fitted selectors {selectors.fit}")
     result = clustered if clustered is not None else cluster(embeddings, clustering)
     models = list(labels.models)
     matrix = labels.score_matrix()

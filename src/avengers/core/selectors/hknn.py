@@ -4,7 +4,7 @@ the fine one.
 
 A multinomial logistic regression on the embedding predicts which calibration dataset a query comes from,
 P(g | q); the prior of a model is sum_g P(g | q) * mean score of the model on dataset g. The
-``knn_neighbours`` nearest calibration queries then pull it toward what they saw, with ``hknn_strength``
+``hknn_neighbours`` nearest calibration queries then pull it toward what they saw, with ``hknn_strength``
 pseudo-observations behind the prior: (sum of the neighbours' scores + lambda * prior) / (n + lambda).
 Dataset-level evidence (which of a few benchmarks a query belongs to) is strong and stable; the
 neighbourhood adds within-dataset signal without being trusted more than its n queries warrant. Needs
@@ -69,8 +69,11 @@ class HierarchicalKnnSelector(KnnSelector):
         p = softmax_rows(np.asarray(embeddings, dtype=np.float32) @ self.group_weights.T + self.group_intercepts)
         return (p @ self.group_means).astype(np.float64)
 
+    def neighbours(self) -> int:
+        return self.config.hknn_neighbours
+
     def score(self, batch: QueryBatch) -> np.ndarray:
-        n = min(self.config.knn_neighbours, len(self.points)) if self.points is not None else 0
+        n = min(self.neighbours(), len(self.points)) if self.points is not None else 0
         lam = self.config.hknn_strength
         neighbours = super().score(batch)
         return (n * neighbours + lam * self.prior(batch.embeddings)) / (n + lam)
@@ -92,4 +95,8 @@ class HierarchicalKnnSelector(KnnSelector):
         self.group_weights, self.group_intercepts, self.group_means = (a.astype(np.float32) for a in (w, b, means))
 
     def params(self) -> dict[str, Any]:
-        return {**super().params(), "strength": self.config.hknn_strength, "classifier_C": self.config.hknn_classifier_c}
+        return {
+            "neighbours": self.config.hknn_neighbours,
+            "strength": self.config.hknn_strength,
+            "classifier_C": self.config.hknn_classifier_c,
+        }

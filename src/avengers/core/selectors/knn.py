@@ -27,10 +27,14 @@ class KnnSelector(Selector):
         self.points = np.ascontiguousarray(data.embeddings, dtype=np.float32)
         self.point_scores = np.asarray(data.scores, dtype=np.float32)
 
+    def neighbours(self) -> int:
+        """Calibration queries averaged per query."""
+        return self.config.knn_neighbours
+
     def score(self, batch: QueryBatch) -> np.ndarray:
         if self.points is None or self.point_scores is None:
-            raise SelectorError("knn selector is not fitted")
-        n = min(self.config.knn_neighbours, len(self.points))
+            raise SelectorError(f"{self.name} selector is not fitted")
+        n = min(self.neighbours(), len(self.points))
         sim = np.asarray(batch.embeddings, dtype=np.float32) @ self.points.T
         if n < len(self.points):
             idx = np.argpartition(-sim, n - 1, axis=1)[:, :n]
