@@ -65,8 +65,8 @@ def render(report: dict, wall: float | None, command: str) -> str:
         + f" on {report.get('machine_detail') or machine()}, shared with other work while measured.",
         "",
         (f"{len(report['models'])} models, {n_cal} calibration and {n_test} test queries in {len(datasets)} "
-        f"categories; accuracy = test accuracy averaged over categories (%). Router K = {best['clusters']} "
-        f"(tried: {', '.join(map(str, report['selection']['clusters_tried']))}), chosen with everything else by "
+        f"categories; accuracy = test accuracy averaged over categories (%). Router: {best['router']} "
+        f"(tried: {', '.join(report['selection']['routers_tried'])}), chosen with everything else by "
         f"{report['selection']['method']}."),
         "",
         f"- **Best single model, chosen on calibration**: `{single['model']}` — {pct(single['accuracy'])}.",
@@ -112,26 +112,26 @@ def render(report: dict, wall: float | None, command: str) -> str:
         members = [n for n in routed if n.startswith(family + ":k=") and "n=" not in n]
         chosen = max(members, key=lambda n: routed[n]["calibration_accuracy"])
         lines.append(f"- `{chosen}`: {pct(routed[chosen]['accuracy'])}, {diff(routed[chosen])}")
-    by_k = report["selection"].get("test_accuracy_by_clusters", {})
+    by_k = report["selection"].get("test_accuracy_by_router", {})
     cv = report["selection"]["cv_accuracy"]
     if by_k:
         families = ["self_consistency:n=1", "top_k_vote", "score_weighted_vote", "log_odds_vote"]
         lines += [
             "",
-            ("Router K: routed top-1, and each vote family's best k on calibration (cross-validated calibration / "
-            "test). Test columns are for reading only; nothing is chosen by them."),
+            ("Routers tried: routed top-1, and each vote family's best k on calibration (cross-validated "
+             "calibration / test). Test values are for reading only; nothing is chosen by them."),
             "",
-            "| K | routed top-1 | top-k majority | score-weighted | log-odds |",
+            "| router | routed top-1 | top-k majority | score-weighted | log-odds |",
             "|---:|---|---|---|---|",
         ]
-        for k in sorted(cv, key=int):
+        for k in cv:
             cells = []
             for family in families:
                 members = [n for n in cv[k] if n == family or n.startswith(family + ":")]
                 chosen = max(members, key=lambda n: cv[k][n])
                 label = "" if chosen == family else f"k={chosen.split('k=')[1]}: "
                 cells.append(f"{label}{pct(cv[k][chosen])} / {pct(by_k.get(k, {}).get(chosen))}")
-            mark = " (chosen)" if int(k) == best["clusters"] else ""
+            mark = " (chosen)" if k == best["router"] else ""
             lines.append(f"| {k}{mark} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -14,7 +14,7 @@ from avengers.cli import CommandError
 from avengers.config.embedding import DEFAULT_EMBEDDING_MODEL, EmbeddingConfig
 from avengers.config.evaluate import GenerationConfig, SelectionConfig
 from avengers.config.model_pool import ModelPoolConfig
-from avengers.config.routing import RoutingConfig
+from avengers.config.routing import SELECTORS
 from avengers.config.tasks import CODE, FREE_TEXT
 from avengers.core.embedding import create_embedder, default_cache_dir
 from avengers.core.ensemble import DependencyError
@@ -45,7 +45,8 @@ again on a recording (this one, or outputs produced elsewhere) without generatin
 
 The calibration split (--calibration-fraction of each dataset, by a seeded hash of the id; a row's "split"
 wins) becomes labels (each model's share of right samples) on which the router is fitted with `avengers fit`'s
-code; the router K and the best ensemble (strategy and k) are chosen by cross-validation inside calibration;
+code; the router (selector, and K for the cluster selectors) and the best ensemble (strategy and k) are chosen
+by cross-validation inside calibration;
 the test split is only scored.
 
 Recorded-samples format (JSONL, one sample a line; .gz accepted): id, dataset, query, answer (gold), task_type
@@ -59,6 +60,18 @@ answer, task_type [, tests, entry_point, split]; also `avengers calibrate-tasks`
 SingleEq (mawps), SVAMP, CommonsenseQA, StrategyQA, AQuA, GSM8K, HumanEval.
 
 Writes DIR/report.json, DIR/report.md, DIR/report.png and DIR/charts/<dataset>.png."""
+
+
+def _names(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    for name in names:
+        try:
+            SELECTORS.validate(name)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one selector")
+    return names
 
 
 def _clusters(text: str) -> list[int]:
@@ -178,7 +191,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         clusters=args.clusters,
         folds=args.folds,
         smoothing=args.smoothing,
-        routing=RoutingConfig(strategy=args.routing),
+        selectors=args.selectors,
         bootstrap=args.bootstrap,
     )
     evaluation = evaluate_recording(
@@ -205,7 +218,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"\nbest single (chosen on calibration): {single['name']}  {100 * single['accuracy']:.2f}")
     ci = best["ci95"]
     print(
-        f"best ensemble (chosen on calibration): {best['name']} (K={best['clusters']})  "
+        f"best ensemble (chosen on calibration): {best['name']} (router {best['router']})  "
         f"{100 * best['accuracy']:.2f}  difference {100 * best['difference']:+.2f} "
         f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
     )
@@ -241,11 +254,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("choices made on calibration")
     g.add_argument(
         "--clusters", type=_clusters, default=SelectionConfig().clusters, metavar="K,K,...",
-        help="router K values tried (default: 1,4,8,16,32,64)",
+        help="K values tried with the cluster selectors (default: 1,4,8,16,32,64)",
     )
     g.add_argument("--folds", type=int, default=5, help="cross-validation folds inside calibration (default: %(default)s)")
     g.add_argument("--smoothing", type=float, default=0.0, help="router score smoothing (default: %(default)s)")
-    g.add_argument("--routing", choices=["nearest", "soft"], default="nearest", help="(default: %(default)s)")
+    g.add_argument(
+        "--selectors", type=_names, default=SelectionConfig().selectors, metavar="NAME,NAME,...",
+        help=f"routing selectors tried (default: {','.join(SelectionConfig().selectors)}; known: "
+        f"{', '.join(SELECTORS.names())})",
+    )
     g.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples (default: %(default)s)")
     g = p.add_argument_group("embedding")
     g.add_argument("--embedder", default=DEFAULT_EMBEDDING_MODEL, help="model name or local path (default: %(default)s)")

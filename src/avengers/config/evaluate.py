@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from avengers.config.base import ConfigModel
-from avengers.config.routing import RoutingConfig
+from avengers.config.routing import CLUSTER_SELECTORS, SELECTORS, RoutingConfig
 
 
 class GenerationConfig(ConfigModel):
@@ -40,9 +40,14 @@ class SelectionConfig(ConfigModel):
     seed: int = 0
     """Seed of the split, the cross-validation folds and the bootstrap."""
 
+    selectors: list[str] = Field(default_factory=lambda: ["nearest", RoutingConfig().strategy])
+    """Routing selectors tried (:mod:`avengers.core.selectors`): the paper's nearest centroid, and the router's
+    default selector. The command keeps the router whose best ensemble strategy has the best cross-validated
+    accuracy on calibration."""
+
     clusters: list[int] = Field(default_factory=lambda: [1, 4, 8, 16, 32, 64])
-    """Router K values tried; the command keeps the one whose best ensemble strategy has the best
-    cross-validated accuracy on calibration (values above a fold's size are skipped)."""
+    """K values tried with each cluster selector (nearest, soft); values that leave fewer than
+    ``min_queries_per_cluster`` queries per cluster in a fold are skipped."""
 
     folds: int = Field(default=5, ge=2, le=50)
     """Cross-validation folds inside the calibration split."""
@@ -54,8 +59,8 @@ class SelectionConfig(ConfigModel):
     """Router scoring: pseudo-counts toward each model's global mean (see ScoringConfig.smoothing)."""
 
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
-    """How test queries are routed ("nearest": routing scores are cluster accuracies, which the weighted
-    votes use as weights)."""
+    """Knobs of the selectors (distance, soft top_k and beta); the selector itself comes from ``selectors``.
+    The weighted votes use the routing scores as weights: accuracies for nearest, kNN and hknn."""
 
     bootstrap: int = Field(default=10_000, ge=100)
     """Bootstrap resamples of the test queries for the 95% intervals."""
@@ -66,3 +71,15 @@ class SelectionConfig(ConfigModel):
         if not value or any(k < 1 for k in value):
             raise ValueError("clusters must be positive integers")
         return sorted(set(value))
+
+    @field_validator("selectors")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("selectors: give at least one")
+        for name in value:
+            SELECTORS.validate(name)
+        return list(dict.fromkeys(value))
+
+
+__all__ = ["CLUSTER_SELECTORS", "GenerationConfig", "SelectionConfig"]

@@ -4,11 +4,11 @@
    by a seeded hash of their id, ``calibration_fraction`` of each dataset).
 2. **Label** every calibration query: each model's share of right samples (the labels format), the router's
    training data. Test answers are graded only to score strategies, never to choose anything.
-3. **Choose on calibration** by k-fold cross-validation inside the calibration split: for each router K, the
-   router is fitted (``core.fit``) on the other folds' labels and routes the held-out fold; every strategy is
-   replayed there. The best single model is the single model with the best calibration accuracy; the best
-   ensemble is the (K, strategy) with the best cross-validated accuracy.
-4. **Fit** the router on the whole calibration split with the chosen K, route the test queries, replay every
+3. **Choose on calibration** by k-fold cross-validation inside the calibration split: for each router tried
+   (each selector of ``selectors``; the cluster selectors with each K), the router is fitted (``core.fit``) on
+   the other folds' labels and routes the held-out fold; every strategy is replayed there. The best single model is the single model with the best calibration accuracy; the best
+   ensemble is the (router, strategy) with the best cross-validated accuracy.
+4. **Fit** the chosen router on the whole calibration split, route the test queries, replay every
    strategy, and compare each with the best single model by a paired bootstrap.
 
 Accuracy is the mean over datasets of each dataset's accuracy (each dataset weighs the same).
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from avengers.config.clustering import ClusteringConfig
 from avengers.config.evaluate import SelectionConfig
-from avengers.config.routing import RoutingConfig, ScoringConfig
+from avengers.config.routing import CLUSTER_SELECTORS, RoutingConfig, ScoringConfig
 from avengers.core import ensemble
 from avengers.core.artifact import RouterArtifact
 from avengers.core.fit import fit_router_on_embeddings
@@ -95,6 +95,18 @@ def dataset_groups(recording: Recording, indices: Sequence[int]) -> dict[str, np
     return {d: np.array(g, dtype=np.int64) for d, g in groups.items()}
 
 
+@dataclass(frozen=True)
+class RouterChoice:
+    """A router the command may pick: a selector and, for the cluster selectors, the number of clusters."""
+
+    selector: str
+    clusters: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.selector} K={self.clusters}" if self.selector in CLUSTER_SELECTORS else self.selector
+
+
 @dataclass
 class RouterFit:
     """A router fitted with ``core.fit`` on calibration labels, and the ranking of every model per query."""
@@ -109,7 +121,7 @@ def fit_and_route(
     embeddings: np.ndarray,
     fit_indices: Sequence[int],
     route_indices: Sequence[int],
-    clusters: int,
+    choice: RouterChoice,
     selection: SelectionConfig,
     embedder_name: str,
 ) -> RouterFit:
@@ -123,15 +135,16 @@ def fit_and_route(
         for q, score_row in zip((recording.queries[i] for i in fit_indices), scores)
     ]
     labels = LabelSet(rows=rows, models=list(models), source="calibration split")
+    routing = RoutingConfig(**{**selection.routing.to_dict(), "strategy": choice.selector, "top_n": len(models)})
     artifact = fit_router_on_embeddings(
         labels,
         embeddings[list(fit_indices)],
         embedder_name,
-        ClusteringConfig(k=min(clusters, len(rows)), seed=selection.seed),
+        ClusteringConfig(k=min(choice.clusters, len(rows)), seed=selection.seed),
         ScoringConfig(smoothing=selection.smoothing),
-        selection.routing,
+        routing,
     )
-    router = artifact.router(RoutingConfig(**{**selection.routing.to_dict(), "top_n": len(models)}))
+    router = artifact.router(routing)
     routes = router.route_batch(embeddings[list(route_indices)], top_n=len(models))
     rankings = [
         tuple(ensemble.RankedModel(models[m], float(s)) for m, s in zip(route.models, route.scores)) for route in routes
@@ -164,23 +177,36 @@ class Evaluation:
     scores: dict[str, StrategyScore]
     best_single: str
     best_ensemble: str
-    clusters: int
-    cv_accuracy: dict[int, dict[str, float]]
-    """Cross-validated calibration accuracy of every routed strategy per router K."""
+    choice: RouterChoice
+    """The router chosen on calibration (with the best ensemble)."""
+    cv_accuracy: dict[str, dict[str, float]]
+    """Cross-validated calibration accuracy of every routed strategy per router tried (by label)."""
     calibration_accuracy: dict[str, float]
     """Calibration accuracy of the single-model baselines and the oracle."""
     router: RouterArtifact
     selection: SelectionConfig
     datasets: dict[str, dict[str, int]] = field(default_factory=dict)
     """Queries per dataset in each split."""
-    test_by_clusters: dict[int, dict[str, float]] = field(default_factory=dict)
-    """Test accuracy of every routed strategy with a router of each K tried (for reading only: nothing is
-    chosen by it)."""
+    test_by_router: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Test accuracy of every routed strategy with each router tried (for reading only: nothing is chosen by
+    it)."""
+
+    @property
+    def clusters(self) -> int:
+        return self.choice.clusters
 
 
-def _tried_clusters(selection: SelectionConfig, fit_size: int) -> list[int]:
-    tried = [k for k in selection.clusters if k * selection.min_queries_per_cluster <= fit_size]
-    return tried or [1]
+def router_choices(selection: SelectionConfig, fit_size: int) -> list[RouterChoice]:
+    """The routers tried: each cluster selector with every K that leaves enough queries per cluster, the
+    other selectors once."""
+    ks = [k for k in selection.clusters if k * selection.min_queries_per_cluster <= fit_size] or [1]
+    choices = []
+    for selector in selection.selectors:
+        if selector in CLUSTER_SELECTORS:
+            choices += [RouterChoice(selector, k) for k in ks]
+        else:
+            choices.append(RouterChoice(selector, 1))
+    return choices
 
 
 def evaluate_recording(
@@ -218,40 +244,42 @@ def evaluate_recording(
     fold_ids = sorted(set(folds.tolist()))
     smallest_fit = min(int((folds != f).sum()) for f in fold_ids) if len(fold_ids) > 1 else len(cal_indices)
     routed = [s for s in specs if s.kind == ROUTED]
-    cv_accuracy: dict[int, dict[str, float]] = {}
-    tried = _tried_clusters(selection, smallest_fit)
+    cv_accuracy: dict[str, dict[str, float]] = {}
+    tried = router_choices(selection, smallest_fit)
     bar = tqdm(total=len(tried) * len(fold_ids), desc="choosing on calibration", unit="fold", disable=not progress)
-    for clusters in tried:
+    for choice in tried:
         correct = {s.name: np.zeros(len(cal_indices), dtype=bool) for s in routed}
         for fold in fold_ids:
             held = np.flatnonzero(folds == fold)
             train = np.flatnonzero(folds != fold) if len(fold_ids) > 1 else held
             fitted = fit_and_route(
-                recording, cal_scores[train], embeddings, cal_indices[train], cal_indices[held], clusters, selection,
+                recording, cal_scores[train], embeddings, cal_indices[train], cal_indices[held], choice, selection,
                 embedder_name,
             )
             results = replay_many(replay, routed, cal_indices[held], fitted.rankings)
             for name, result in results.items():
                 correct[name][held] = result.correct
             bar.update()
-        cv_accuracy[clusters] = {name: macro_mean(c.astype(float), cal_groups) for name, c in correct.items()}
+        cv_accuracy[choice.label] = {name: macro_mean(c.astype(float), cal_groups) for name, c in correct.items()}
     bar.close()
 
     singles = [s for s in specs if s.kind == SINGLE and s.mode == "greedy"]
     best_single = max(singles, key=lambda s: (calibration_accuracy[s.name], -singles.index(s))).name
     order = {s.name: i for i, s in enumerate(routed)}
     cost = {s.name: s.n for s in routed}
-    clusters, best_ensemble = max(
-        ((k, name) for k, table in cv_accuracy.items() for name in table),
-        key=lambda kn: (round(cv_accuracy[kn[0]][kn[1]], 12), -cost[kn[1]], -kn[0], -order[kn[1]]),
+    position = {c.label: i for i, c in enumerate(tried)}
+    choice, best_ensemble = max(
+        ((c, name) for c in tried for name in cv_accuracy[c.label]),
+        key=lambda cn: (round(cv_accuracy[cn[0].label][cn[1]], 12), -cost[cn[1]], -position[cn[0].label], -order[cn[1]]),
     )
     say(
         f"chosen on calibration: best single {best_single} ({calibration_accuracy[best_single]:.4f}); "
-        f"best ensemble {best_ensemble} at K={clusters} (cross-validated {cv_accuracy[clusters][best_ensemble]:.4f})"
+        f"best ensemble {best_ensemble} with router {choice.label} "
+        f"(cross-validated {cv_accuracy[choice.label][best_ensemble]:.4f})"
     )
 
     fitted = fit_and_route(
-        recording, cal_scores, embeddings, cal_indices, test_indices, clusters, selection, embedder_name
+        recording, cal_scores, embeddings, cal_indices, test_indices, choice, selection, embedder_name
     )
     results = replay_many(replay, specs, test_indices, fitted.rankings)
     groups = dataset_groups(recording, test_indices)
@@ -269,18 +297,22 @@ def evaluate_recording(
             per_dataset={d: float(correct[g].mean()) for d, g in groups.items()},
             tokens_per_dataset={d: int(result.tokens[g].sum()) for d, g in groups.items()},
             calibration_accuracy=(
-                cv_accuracy[clusters].get(spec.name) if spec.kind == ROUTED else calibration_accuracy.get(spec.name)
+                cv_accuracy[choice.label].get(spec.name) if spec.kind == ROUTED else calibration_accuracy.get(spec.name)
             ),
             difference=observed,
             ci95=(low, high),
         )
-    test_by_clusters = {clusters: {name: scores[name].accuracy for name in cv_accuracy[clusters]}}
-    for k in tried if test_every_k else []:
-        if k == clusters:
+    test_by_router = {choice.label: {name: scores[name].accuracy for name in cv_accuracy[choice.label]}}
+    for other_choice in tried if test_every_k else []:
+        if other_choice == choice:
             continue
-        other = fit_and_route(recording, cal_scores, embeddings, cal_indices, test_indices, k, selection, embedder_name)
+        other = fit_and_route(
+            recording, cal_scores, embeddings, cal_indices, test_indices, other_choice, selection, embedder_name
+        )
         routed_results = replay_many(replay, routed, test_indices, other.rankings)
-        test_by_clusters[k] = {name: macro_mean(r.correct.astype(float), group_list) for name, r in routed_results.items()}
+        test_by_router[other_choice.label] = {
+            name: macro_mean(r.correct.astype(float), group_list) for name, r in routed_results.items()
+        }
     datasets: dict[str, dict[str, int]] = {}
     for i, query in enumerate(recording.queries):
         entry = datasets.setdefault(query.dataset, {"calibration": 0, "test": 0})
@@ -293,11 +325,11 @@ def evaluate_recording(
         scores=scores,
         best_single=best_single,
         best_ensemble=best_ensemble,
-        clusters=clusters,
+        choice=choice,
         cv_accuracy=cv_accuracy,
         calibration_accuracy=calibration_accuracy,
         router=fitted.artifact,
         selection=selection,
         datasets=datasets,
-        test_by_clusters=dict(sorted(test_by_clusters.items())),
+        test_by_router={c.label: test_by_router[c.label] for c in tried if c.label in test_by_router},
     )

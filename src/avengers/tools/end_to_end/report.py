@@ -9,7 +9,7 @@
                      "ci95"}},
       "best_single": {"name", "accuracy", "calibration_accuracy"},
       "best_ensemble": {"name", "accuracy", "calibration_accuracy", "difference", "ci95": [low, high],
-                        "strategy", "params", "clusters"},
+                        "strategy", "params", "router", "selector", "clusters"},
       "datasets": {DATASET: {"calibration": int, "test": int}}, "models": [...], "router": {...},
       "selection": {...}, "tokens_estimated": bool, ...
     }
@@ -95,6 +95,8 @@ def report_json(evaluation: Evaluation, extra: dict[str, Any] | None = None) -> 
             "name": evaluation.best_ensemble,
             "strategy": best.spec.strategy,
             "params": best.spec.params,
+            "router": evaluation.choice.label,
+            "selector": evaluation.choice.selector,
             "clusters": evaluation.clusters,
             "accuracy": _round(best.accuracy),
             "calibration_accuracy": _round(best.calibration_accuracy),
@@ -113,13 +115,12 @@ def report_json(evaluation: Evaluation, extra: dict[str, Any] | None = None) -> 
             "calibration_fraction": evaluation.selection.calibration_fraction,
             "seed": evaluation.selection.seed,
             "bootstrap_resamples": evaluation.selection.bootstrap,
-            "clusters_tried": sorted(evaluation.cv_accuracy),
+            "routers_tried": list(evaluation.cv_accuracy),
             "cv_accuracy": {
                 str(k): {name: _round(v) for name, v in table.items()} for k, table in evaluation.cv_accuracy.items()
             },
-            "test_accuracy_by_clusters": {
-                str(k): {name: _round(v) for name, v in table.items()}
-                for k, table in evaluation.test_by_clusters.items()
+            "test_accuracy_by_router": {
+                label: {name: _round(v) for name, v in table.items()} for label, table in evaluation.test_by_router.items()
             },
         },
     }
@@ -180,7 +181,7 @@ def report_markdown(evaluation: Evaluation, report: dict[str, Any], command: str
     ci = best["ci95"] or [float("nan"), float("nan")]
     out.write(
         f"**Best single model** (chosen on calibration): `{single['name']}` — {_percent(single['accuracy'])}.  \n"
-        f"**Best ensemble** (chosen on calibration): `{best['name']}` at K={best['clusters']} — "
+        f"**Best ensemble** (chosen on calibration): `{best['name']}` with router {best['router']} — "
         f"{_percent(best['accuracy'])}, difference {100 * (best['difference'] or 0):+.2f} points, "
         f"95% interval [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}] "
         f"({_verdict(scores[evaluation.best_ensemble])}).\n\n"
@@ -204,13 +205,13 @@ def report_markdown(evaluation: Evaluation, report: dict[str, Any], command: str
             f"| `{name}`{marks} | {_percent(score.accuracy)} | {versus} | {_percent(score.calibration_accuracy)} | "
             f"{entry['tokens']} | {entry['engine_calls']} | {cells} |\n"
         )
-    out.write(clusters_table(evaluation))
+    out.write(routers_table(evaluation))
     return out.getvalue()
 
 
-def clusters_table(evaluation: Evaluation) -> str:
-    """Per router K and routed family: the member with the best cross-validated calibration accuracy, as
-    "calibration / test" (the test column is for reading only: K and k are chosen on calibration)."""
+def routers_table(evaluation: Evaluation) -> str:
+    """Per router tried and routed family: the member with the best cross-validated calibration accuracy, as
+    "calibration / test" (the test value is for reading only: the router and k are chosen on calibration)."""
     families: dict[str, list[str]] = {}
     for spec in evaluation.specs:
         if spec.kind == ROUTED:
@@ -219,20 +220,20 @@ def clusters_table(evaluation: Evaluation) -> str:
         return ""
     lines = [
         "",
-        ("Router K (rows) and each routed family's best member on calibration: cross-validated calibration "
-        "accuracy / test accuracy (%). K is chosen by the best calibration value of any family."),
+        ("Routers tried (rows) and each routed family's best member on calibration: cross-validated calibration "
+         "accuracy / test accuracy (%). The router is chosen by the best calibration value of any family."),
         "",
-        "| K | " + " | ".join(families) + " |",
+        "| router | " + " | ".join(families) + " |",
         "|---:|" + "---|" * len(families),
     ]
-    for k, table in sorted(evaluation.cv_accuracy.items()):
+    for label, table in evaluation.cv_accuracy.items():
         cells = []
         for members in families.values():
             best = max(members, key=lambda name: table.get(name, float("-inf")))
-            test = evaluation.test_by_clusters.get(k, {}).get(best)
+            test = evaluation.test_by_router.get(label, {}).get(best)
             cells.append(f"`{best.split(':', 1)[1]}` {_percent(table.get(best))} / {_percent(test)}")
-        mark = " (chosen)" if k == evaluation.clusters else ""
-        lines.append(f"| {k}{mark} | " + " | ".join(cells) + " |")
+        mark = " (chosen)" if label == evaluation.choice.label else ""
+        lines.append(f"| {label}{mark} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
