@@ -140,11 +140,11 @@ def test_qdrant_layout_points_payloads_and_alias(tmp_path, routers):
         assert point.payload["scores"] == dict(zip(first.models, first.cluster_scores.scores[1].tolist()))
         meta = client.retrieve(name, ids=[METADATA_POINT_ID])[0].payload
         assert meta["metadata"]["version"] == first.version and meta["metadata"]["num_clusters"] == 3
-        calibration = len(first.selector_states["hknn"]["points"])  # the default selector is hknn: kNN points
-        assert client.count(name).count == 3 + 1 + calibration
-        point = client.retrieve(name, ids=[3 + 5], with_vectors=True)[0]
-        assert point.payload["kind"] == "calibration" and point.payload["index"] == 5
-        np.testing.assert_allclose(point.vector, first.selector_states["hknn"]["points"][5], rtol=1e-6)
+        # the default selector is hknn: its calibration queries travel in one chunk point (embedded Qdrant)
+        calibration = len(first.selector_states["hknn"]["points"])
+        assert client.count(name).count == 3 + 1 + 1
+        chunk = client.retrieve(name, ids=[3])[0].payload
+        assert chunk["kind"] == "calibration_chunk" and (chunk["start"], chunk["rows"]) == (0, calibration)
         assert meta["selector_states"]["hknn"]["points"] == {"calibration_points": True}
         assert meta["selector_states"]["hknn"]["group_means"]["shape"] == [3, 3]
     finally:
@@ -270,3 +270,29 @@ def test_cli_publish_keep(tmp_path, routers, capsys):
     assert f"deleted old router {first.version}" in capsys.readouterr().out
     store = create_store(StoreConfig(backend="directory", directory=str(tmp_path / "store")))
     assert [r.version for r in store.list_versions()] == [second.version]
+
+
+def test_qdrant_server_layout_has_one_point_per_calibration_query(routers):
+    """On a Qdrant server the kNN calibration queries are points Qdrant can search (same arrays back)."""
+    from avengers.stores.qdrant import (
+        artifact_from_payloads,
+        calibration_points,
+        centroid_points,
+        metadata_point,
+    )
+
+    first, _ = routers
+    points = calibration_points(first)
+    embeddings = first.selector_states["hknn"]["points"]
+    assert [p.id for p in points] == list(range(first.k, first.k + len(embeddings)))
+    assert points[5].payload == {
+        "kind": "calibration", "index": 5,
+        "scores": dict(zip(first.models, first.selector_states["hknn"]["point_scores"][5].tolist())),
+    }
+    np.testing.assert_allclose(points[5].vector, embeddings[5], rtol=1e-6)
+    back = artifact_from_payloads(metadata_point(first).payload, centroid_points(first) + points, source="test")
+    assert_same_router(back, first)
+    for name, state in first.selector_states.items():
+        for key, array in state.items():
+            np.testing.assert_allclose(back.selector_states[name][key], array, rtol=1e-6)
+

@@ -6,10 +6,13 @@ Layout, for a router of version ``V`` with ``k`` clusters over ``m`` models:
 - points ``0..k-1``: vector = centroid of that cluster, payload = ``{"kind": "centroid", "cluster": i,
   "count": <calibration queries>, "scores": {model: score}}`` plus ``"costs"`` and ``"feedback_counts"`` /
   ``"feedback_sums"`` ({model: value}) when the router has them;
-- for kNN selectors, points ``k..k+n-1``: vector = a calibration query's embedding, payload =
-  ``{"kind": "calibration", "index": i, "scores": {model: score}}`` — Qdrant can search them (the
+- for kNN selectors, on a Qdrant server, points ``k..k+n-1``: vector = a calibration query's embedding,
+  payload = ``{"kind": "calibration", "index": i, "scores": {model: score}}`` — Qdrant can search them (the
   router service loads them into its snapshot and searches in memory, for latency and so that an answer
-  never mixes versions); stored once however many selectors use them;
+  never mixes versions); stored once however many selectors use them. Embedded Qdrant commits every point
+  to SQLite on its own (6,000 points: about 2.5 minutes on a shared 2-core machine), so there the
+  calibration queries travel in ``"calibration_chunk"`` points of :data:`CHUNK_ROWS` rows each (payload:
+  ``start``, ``rows`` and the float32 embeddings and scores, base64) — same arrays, a dozen commits;
 - the other fitted selector arrays (logistic weights, MF factors, shrinkage tables) travel in the metadata
   payload under ``"selector_states"`` (``{name: {array: {"shape", "dtype", "values"}}}``);
 - one reserved point, id :data:`METADATA_POINT_ID` (zero vector): payload = ``{"kind": "router",
@@ -220,7 +223,8 @@ class QdrantCentroidStore(CentroidStore):
             client.create_collection(
                 name, vectors_config=qm.VectorParams(size=artifact.embedder_dimension, distance=qm.Distance.EUCLID)
             )
-            points = centroid_points(artifact) + calibration_points(artifact)
+            calibration = calibration_points(artifact) if self.url else calibration_chunks(artifact)
+            points = centroid_points(artifact) + calibration
             for start in range(0, len(points), UPSERT_CHUNK):
                 client.upsert(name, points=points[start : start + UPSERT_CHUNK], wait=True)
             client.upsert(name, points=[metadata_point(artifact)], wait=True)  # last: marks it complete
@@ -322,7 +326,7 @@ class QdrantCentroidStore(CentroidStore):
             page, offset = client.scroll(
                 collection, limit=UPSERT_CHUNK, offset=offset, with_payload=True, with_vectors=True
             )
-            records.extend(r for r in page if (r.payload or {}).get("kind") in ("centroid", "calibration"))
+            records.extend(r for r in page if (r.payload or {}).get("kind") in POINT_KINDS)
             if offset is None:
                 return records
 
@@ -388,6 +392,64 @@ def calibration_points(artifact: RouterArtifact) -> list[Any]:
     ]
 
 
+CHUNK_ROWS = 512
+"""Calibration queries per chunk point (embedded Qdrant)."""
+
+POINT_KINDS = ("centroid", "calibration", "calibration_chunk")
+
+
+def calibration_chunks(artifact: RouterArtifact) -> list[Any]:
+    """The kNN calibration queries in chunk points of CHUNK_ROWS rows (ids after the centroids)."""
+    import base64
+
+    from qdrant_client import models as qm
+
+    shared = shared_points(artifact)
+    if shared is None:
+        return []
+    points, scores = (np.ascontiguousarray(a, dtype=np.float32) for a in shared)
+    chunks = []
+    for c, start in enumerate(range(0, len(points), CHUNK_ROWS)):
+        rows = slice(start, start + CHUNK_ROWS)
+        chunks.append(
+            qm.PointStruct(
+                id=artifact.k + c,
+                vector=[0.0] * artifact.embedder_dimension,
+                payload={
+                    "kind": "calibration_chunk",
+                    "start": start,
+                    "rows": len(points[rows]),
+                    "points": base64.b64encode(points[rows].tobytes()).decode(),
+                    "scores": base64.b64encode(scores[rows].tobytes()).decode(),
+                },
+            )
+        )
+    return chunks
+
+
+def calibration_arrays(records: list[Any], models: list[str], dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d) calibration embeddings and (n, m) scores from calibration points or chunks."""
+    import base64
+
+    points = sorted((r for r in records if r.payload["kind"] == "calibration"), key=lambda r: r.payload["index"])
+    chunks = sorted((r for r in records if r.payload["kind"] == "calibration_chunk"), key=lambda r: r.payload["start"])
+    if chunks:
+        m = len(models)
+        vectors = np.concatenate([
+            np.frombuffer(base64.b64decode(c.payload["points"]), dtype=np.float32).reshape(c.payload["rows"], dimension)
+            for c in chunks
+        ])
+        scores = np.concatenate([
+            np.frombuffer(base64.b64decode(c.payload["scores"]), dtype=np.float32).reshape(c.payload["rows"], m)
+            for c in chunks
+        ])
+        return vectors, scores
+    return (
+        np.array([r.vector for r in points], dtype=np.float32).reshape(len(points), dimension),
+        np.array([[r.payload["scores"][model] for model in models] for r in points], dtype=np.float32),
+    )
+
+
 def encode_array(array: np.ndarray) -> dict[str, Any]:
     return {"shape": list(array.shape), "dtype": str(array.dtype), "values": array.ravel().tolist()}
 
@@ -444,11 +506,7 @@ def artifact_from_payloads(payload: dict[str, Any], records: list[Any], source: 
                 return None
             return np.array([[r.payload[name][m] for m in models] for r in ordered], dtype=np.float64)
 
-        calibration = sorted((r for r in records if r.payload["kind"] == "calibration"), key=lambda r: r.payload["index"])
-        shared = (
-            np.array([r.vector for r in calibration], dtype=np.float32),
-            np.array([[r.payload["scores"][m] for m in models] for r in calibration], dtype=np.float32),
-        )
+        shared = calibration_arrays(records, models, int(meta["embedder"]["dimension"]))
         states = {}
         for name, encoded in (payload.get("selector_states") or {}).items():
             states[name] = {
