@@ -102,11 +102,17 @@ def test_int8_export_is_close_to_torch_with_the_same_contract(exports, torch_vec
     np.testing.assert_array_equal(vectors, one_by_one)
 
 
+def test_parallel_passes_give_the_same_vectors(exports, onnx_dir):
+    two = create_embedder(EmbeddingConfig(backend="onnx", onnx_dir=str(onnx_dir), threads=2))
+    assert two.workers == 2
+    np.testing.assert_array_equal(two.encode(TEXTS), exports["int8"].encode(TEXTS))
+
+
 def test_routers_are_interchangeable_but_caches_are_not(exports, tmp_path):
     torch_model = create_embedder(EmbeddingConfig(batch_size=1))
     int8, fp32 = exports["int8"], exports["fp32"]
     assert int8.name == fp32.name == torch_model.name  # a router fitted with one serves queries of the other
-    assert (int8.variant, fp32.variant, torch_model.variant) == ("onnx-int8", "onnx-fp32", "")
+    assert (int8.variant, fp32.variant, torch_model.variant) == ("onnx-int8-r1", "onnx-fp32-r1", "")
     paths = {CachedEmbedder(e, tmp_path).path for e in (int8, fp32, torch_model)}
     assert len(paths) == 3
 
@@ -115,7 +121,7 @@ def test_max_seq_tokens_matches_torch_truncation(exports, onnx_dir):
     config = {"batch_size": 1, "max_seq_tokens": 24}
     onnx = create_embedder(EmbeddingConfig(backend="onnx", onnx_precision="fp32", onnx_dir=str(onnx_dir), **config))
     torch_model = create_embedder(EmbeddingConfig(**config))
-    assert onnx.max_tokens == 24 and onnx.variant == "onnx-fp32-max24"
+    assert onnx.max_tokens == 24 and onnx.variant == "onnx-fp32-r1-max24"
     np.testing.assert_allclose(onnx.encode(TEXTS), torch_model.encode(TEXTS), atol=1e-5)
     long_text = TEXTS[4]
     assert onnx.encode([long_text])[0] @ exports["fp32"].encode([long_text])[0] < 0.999

@@ -45,9 +45,10 @@ class EmbeddingConfig(ConfigModel):
     while 64 short queries go 4x faster together; this budget gets the best of both."""
 
     threads: int | None = Field(default=None, ge=1, le=256)
-    """CPU threads of the model (torch intra-op threads, process-wide; ONNX Runtime: this session's). None:
-    the process's setting (:mod:`avengers.threads`: ``AVENGERS_THREADS``, ``--threads``, else the CPUs the
-    process may use). Set it to 1 when the embedder shares its cores with busy neighbours."""
+    """CPU threads of the model: torch's intra-op threads (process-wide); for the ONNX backend, passes run at
+    once, one thread each (the texts of a call are shared among them). None: the process's setting
+    (:mod:`avengers.threads`: ``AVENGERS_THREADS``, ``--threads``, else the CPUs the process may use). Set it
+    to 1 when the embedder shares its cores with busy neighbours."""
 
     max_seq_tokens: int | None = Field(default=None, ge=8, le=8192)
     """Tokens of a text the model reads; longer texts are truncated (sentence-transformers and ONNX backends).

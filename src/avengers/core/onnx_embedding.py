@@ -14,7 +14,8 @@ On first use the local model (never downloaded) is exported once and kept under 
    >= 0.97 for int8), and ``export.json`` recording the source model's fingerprint and the file's SHA-256.
 
 At load the record and the file's hash are checked, and a missing, partly written or corrupt export is rebuilt
-with a log line saying why. Concurrent processes (embedder, router and voter starting together) take a file lock,
+with a log line saying why. Each pass reads one text on one thread; ``threads`` passes run at once (see
+:class:`OnnxSession`). Concurrent processes (embedder, router and voter starting together) take a file lock,
 so one exports and the others load its result. Serving needs only onnxruntime and tokenizers: torch is imported
 to export, never to embed.
 """
@@ -32,6 +33,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -154,7 +156,9 @@ def _export_model(model_path: str, target: Path, precision: str, fingerprint: st
             model = SentenceTransformer(model_path, device="cpu")
         model.eval()
         # two texts of different lengths: the traced graph applies the padding mask
-        preprocess = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers < 6: tokenize
+        preprocess = (
+            getattr(model, "preprocess", None) or model.tokenize
+        )  # sentence-transformers < 6: tokenize
         sample = preprocess(["a", "a longer text, so that the first one is padded"])
         names = [n for n in INPUTS if n in sample]
         others = {k: v for k, v in sample.items() if not isinstance(v, torch.Tensor)}
@@ -223,7 +227,7 @@ def _export_model(model_path: str, target: Path, precision: str, fingerprint: st
             "sha256": file_sha256(work / MODEL_FILE),
         }
         # the export must give torch's vectors (within the precision's tolerance) through the serving path
-        probe = OnnxSession(work / MODEL_FILE, record, tokenizer_file, threads=1, max_tokens=None)
+        probe = OnnxSession(work / MODEL_FILE, record, tokenizer_file, max_tokens=None)
         reference = model.encode(
             PROBE_TEXTS,
             batch_size=1,
@@ -298,21 +302,22 @@ def _fuse(exported: Path, fused: Path, model: Any) -> Path:
 
 
 class OnnxSession:
-    """An ONNX Runtime session and the model's fast tokenizer: texts in, pooled vectors out."""
+    """An ONNX Runtime session and the model's fast tokenizer: texts in, pooled vectors out.
+
+    Each pass runs on the calling thread alone (no intra-op pool): a pass over one query is too small to share
+    well, and on a loaded machine intra-op threads wait on each other — on RouterDC queries at load average 11,
+    two intra-op threads gave half the rate of one at twice the CPU per query, while two one-thread passes at
+    once kept the CPU per query and raised the rate. :class:`OnnxEmbedder` runs several passes at once instead.
+    """
 
     def __init__(
-        self,
-        model_file: Path,
-        record: dict[str, Any],
-        tokenizer_file: Path,
-        threads: int,
-        max_tokens: int | None,
+        self, model_file: Path, record: dict[str, Any], tokenizer_file: Path, max_tokens: int | None
     ):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -393,13 +398,17 @@ class OnnxEmbedder(Embedder):
         self.record = record
         self._session_ = session or self._session(record, model_path)
         self._lock = threading.Lock()
+        self.workers = model_threads(config)
+        """Passes run at once, each on one thread (see :class:`OnnxSession`)."""
+        self._pool = (
+            ThreadPoolExecutor(self.workers, thread_name_prefix="onnx-embedder") if self.workers > 1 else None
+        )
 
     def _session(self, record: dict[str, Any], model_path: str) -> OnnxSession:
         return OnnxSession(
             self.directory / MODEL_FILE,
             record,
             Path(model_path) / "tokenizer.json",
-            threads=model_threads(self._config),
             max_tokens=self._config.max_seq_tokens,
         )
 
@@ -417,9 +426,9 @@ class OnnxEmbedder(Embedder):
             self._config.max_seq_tokens is not None
             and self._session_.max_tokens < self.record["max_seq_length"]
         )
-        return f"onnx-{self._config.onnx_precision}" + (
-            f"-max{self._session_.max_tokens}" if truncated else ""
-        )
+        # the recipe too: another export recipe gives other vectors, which must not be read from the old cache
+        precision = f"onnx-{self._config.onnx_precision}-r{EXPORT_RECIPE}"
+        return precision + (f"-max{self._session_.max_tokens}" if truncated else "")
 
     @property
     def max_tokens(self) -> int:
@@ -435,7 +444,14 @@ class OnnxEmbedder(Embedder):
         size = self._config.batch_size or 1
         groups = [list(range(i, min(i + size, len(texts)))) for i in range(0, len(texts), size)]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        with self._lock:  # one pass at a time: concurrent passes would share (and oversubscribe) the threads
-            for group in groups:
+
+        def run(share: list[list[int]]) -> None:
+            for group in share:
                 out[group] = session.run([encodings[i] for i in group])
+
+        with self._lock:  # one call at a time: concurrent calls would oversubscribe the cores
+            if self._pool is None or len(groups) == 1:
+                run(groups)
+            else:  # each worker takes every n-th pass
+                list(self._pool.map(run, [groups[w :: self.workers] for w in range(self.workers)]))
         return out
