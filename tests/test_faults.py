@@ -13,6 +13,7 @@ Loads are bounded (a few seconds, a few clients) and go to 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import random
@@ -236,6 +237,18 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
     return {code: int(after[code] - before.get(code, 0)) for code in after if after[code] - before.get(code, 0)}
 
 
+async def served_since(method: str, before: dict[str, float], sent: int) -> dict[str, int]:
+    """Calls of ``method`` the server counted since ``before``, once it has counted all ``sent`` of them: the
+    server records a call after its response is on the wire, so the last few may still be uncounted when the
+    client has already read them."""
+
+    with contextlib.suppress(TimeoutError):  # not all counted in time: the caller's comparison shows the gap
+        async with asyncio.timeout(10):
+            while sum(delta(server_counts(method), before).values()) < sent:
+                await asyncio.sleep(0.05)
+    return delta(server_counts(method), before)
+
+
 async def eventually(probe: Callable[[], Awaitable[bool]], seconds: float = RECOVERY_SECONDS) -> None:
     """Wait until ``probe()`` is true (the system recovered), at most ``seconds``."""
     try:
@@ -281,7 +294,7 @@ async def test_a_dying_model_replica_is_replaced_by_the_next_model_and_no_ask_fa
         assert list(first.models) == [REPLICA] and not first.failed_models
         before = server_counts("/avengers.v1.Gateway/Ask")
         result = await under_load(load("ask", gateway.address), stack.queries, (FAULT_AFTER, stack.replica.kill))
-        served = delta(server_counts("/avengers.v1.Gateway/Ask"), before)
+        served = await served_since("/avengers.v1.Gateway/Ask", before, result.ok + sum(result.errors.values()))
         assert_accounted(result, allowed=set())  # in flight or after the crash: every Ask answered
         assert served == {"OK": result.requests}  # the gateway saw exactly the requests the clients sent
         fallback = await gateway.ask(stack.queries[1], no_cache=True)
@@ -339,7 +352,7 @@ async def test_killing_the_model_pool_ends_asks_unavailable_then_they_recover(st
 
         before = server_counts("/avengers.v1.Gateway/Ask")
         result = await under_load(load("ask", gateway.address), stack.queries, (FAULT_AFTER, kill))
-        served = delta(server_counts("/avengers.v1.Gateway/Ask"), before)
+        served = await served_since("/avengers.v1.Gateway/Ask", before, result.ok + sum(result.errors.values()))
         assert_accounted(result, allowed={"UNAVAILABLE"})
         assert result.ok > 0 and result.errors.get("UNAVAILABLE", 0) > 0
         assert "from model pool at" in result.error_examples["UNAVAILABLE"]
