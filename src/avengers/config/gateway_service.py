@@ -13,6 +13,10 @@ from avengers.config.server import ServerConfig
 from avengers.config.state import CacheConfig, FeedbackConfig, RedisConfig
 from avengers.config.tasks import DEFAULT_INSTRUCTIONS, TASK_TYPES
 from avengers.config.voting import DEFAULT_SWITCH_THRESHOLD
+from avengers.registry import registry
+
+ENSEMBLE_STRATEGIES = registry("ensemble strategy", home="avengers.core.ensemble")
+"""Ensemble strategies by name, registered by :mod:`avengers.core.ensemble`."""
 
 DEFAULT_GATEWAY_PORT = 50050
 
@@ -62,10 +66,9 @@ class AskDefaults(ConfigModel):
     max_tokens: int = Field(default=0, ge=0)
     """Generated tokens per sample; 0 leaves it to each model's default in the pool."""
 
-    strategy: Literal[
-        "self_consistency", "model_switch", "top_k_vote", "score_weighted_vote", "log_odds_vote"
-    ] = "self_consistency"
-    """Ensemble strategy (see :mod:`avengers.core.ensemble`)."""
+    strategy: ENSEMBLE_STRATEGIES.name_field() = "self_consistency"
+    """Ensemble strategy by registered name: self_consistency, model_switch, top_k_vote, score_weighted_vote,
+    log_odds_vote (see :mod:`avengers.core.ensemble`)."""
 
     top_k: int = Field(default=0, ge=0, le=64)
     """Routed models sharing the n samples under the top-k strategies; 0 leaves it to the strategy (3)."""
