@@ -15,7 +15,7 @@ class RouterFeedbackConfig(ConfigModel):
     (weight + feedback count). A model that keeps getting bad feedback on a cluster sinks in that cluster's
     ranking from the next poll on."""
 
-    redis: RedisConfig = RedisConfig()
+    redis: RedisConfig = Field(default_factory=RedisConfig)
     """The Redis the gateways keep feedback in (default ``$REDIS_URL``; required when enabled)."""
 
     store: FeedbackConfig = FeedbackConfig(backend="redis")
