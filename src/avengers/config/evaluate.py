@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from avengers.config.base import ConfigModel
-from avengers.config.routing import CLUSTER_SELECTORS, SELECTORS, RoutingConfig
+from avengers.config.routing import CLUSTER_SELECTORS, FIT_STRATEGY, SELECTORS, RoutingConfig
 
 
 class GenerationConfig(ConfigModel):
@@ -40,7 +40,7 @@ class SelectionConfig(ConfigModel):
     seed: int = 0
     """Seed of the split, the cross-validation folds and the bootstrap."""
 
-    selectors: list[str] = Field(default_factory=lambda: ["nearest", RoutingConfig().strategy])
+    selectors: list[str] = Field(default_factory=lambda: ["nearest", FIT_STRATEGY])
     """Routing selectors tried (:mod:`avengers.core.selectors`): the paper's nearest centroid, and the router's
     default selector. The command keeps the router whose best ensemble strategy has the best cross-validated
     accuracy on calibration."""
