@@ -332,17 +332,19 @@ def render(report: dict, timing: dict, done: list[str], commands: list[str]) -> 
     ]
     if missing:
         lines += [f"Not run (the time box ran out first): {', '.join(missing)}.", ""]
-    header = "| strategy | " + " | ".join(datasets) + " | average | tokens (test) |"
-    lines += [header, "|" + "---|" * (len(datasets) + 3)]
+    header = "| strategy | kind | " + " | ".join(datasets) + " | average | tokens (test) |"
+    lines += [header, "|" + "---|" * (len(datasets) + 4)]
     for name, entry in strategy_rows(report):
         per = entry["per_dataset"]
         mark = " **(best single)**" if name == best_single["name"] else (" **(best ensemble)**" if name == best["name"] else "")
         cells = [pct(per.get(d, {}).get("accuracy")) for d in datasets]
-        lines.append(f"| {name}{mark} | " + " | ".join(cells) + f" | {pct(entry['accuracy'])} | {entry['tokens']} |")
+        lines.append(f"| {name}{mark} | {entry.get('kind', '')} | " + " | ".join(cells)
+                     + f" | {pct(entry['accuracy'])} | {entry['tokens']} |")
     ci = best.get("ci95") or [None, None]
     lines += [
         "",
-        (f"Accuracy in % on the test half. Best single model (chosen on calibration): `{best_single['name']}` "
+        (f"Accuracy in % on the test half; kind: one fixed model (single), routed by the fitted router "
+         f"(routed; k = models voting, n = samples), any model right (oracle). Best single model (chosen on calibration): `{best_single['name']}` "
          f"{pct(best_single['accuracy'])}. Best ensemble (chosen on calibration): `{best['name']}` "
          f"{pct(best['accuracy'])}; difference {100 * best['difference']:+.1f} points, paired bootstrap 95% "
          f"interval [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]."),
