@@ -108,3 +108,9 @@ def test_bad_costs_name_the_row(tmp_path, costs, message):
     with pytest.raises(LabelsError, match=message) as err:
         read_labels(write_jsonl(tmp_path / "bad.jsonl", rows))
     assert "bad.jsonl:2" in str(err.value)
+
+
+def test_fit_with_alpha_needs_costs(labels_dir, tmp_path, capsys):
+    assert main(["fit", "--labels", str(labels_dir / "train.jsonl"), "--k", "3", "--out", str(tmp_path / "r"),
+                 "--alpha", "0.3", *COMMON]) == 2
+    assert "default alpha 0.3 needs 'costs' on every row" in capsys.readouterr().err

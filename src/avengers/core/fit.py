@@ -95,6 +95,8 @@ def fit_router_on_embeddings(
         fit_params["select_models"] = select_models_count
     scores = score_clusters(result.labels, matrix, result.k, smoothing=scoring.smoothing)
     costs = labels.cost_matrix(models)
+    if routing.alpha > 0 and costs is None:
+        raise ValueError(f"default alpha {routing.alpha:g} needs 'costs' on every row of {labels.source}")
     cost_table = None if costs is None else score_clusters(result.labels, costs, result.k).scores
     data = FitData(embeddings, matrix, result.labels, result.centroids, scores.scores, np.array(labels.datasets))
     states = {}
