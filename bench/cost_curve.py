@@ -77,7 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recorded", required=True)
     ap.add_argument("--out", default="runs/cost")
-    ap.add_argument("--k", type=int, default=16, help="clusters (default: %(default)s)")
+    ap.add_argument("--k", type=int, default=32, help="clusters (default: %(default)s, as `avengers fit`)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     out = Path(args.out)
