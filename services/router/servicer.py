@@ -136,13 +136,15 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         if rate <= 0 or counts is None or sums is None or self._rng.random() >= rate:
             return None
         c = result.cluster
-        few = counts[c] < self.feedback.explore_max_observations
+        artifact = snapshot.artifact
+        seen = counts[c : c + 1] + (0 if artifact.feedback_counts is None else artifact.feedback_counts[c : c + 1])
+        total = sums[c : c + 1] + (0 if artifact.feedback_sums is None else artifact.feedback_sums[c : c + 1])
+        few = seen[0] < self.feedback.explore_max_observations  # folded-in (refit) and live observations
         if not few.any():
             return None
         router = snapshot.router
-        weight = self.feedback.prior_weight if self.feedback.prior_weight is not None else snapshot.artifact.feedback_weight
-        base = router.cluster_scores.scores
-        draw = thompson_table(self._rng, base[c : c + 1], weight, counts[c : c + 1], sums[c : c + 1])[0]
+        weight = self.feedback.prior_weight if self.feedback.prior_weight is not None else artifact.feedback_weight
+        draw = thompson_table(self._rng, router.cluster_scores.scores[c : c + 1], weight, seen, total)[0]
         table = router.table.copy()
         table[c, few] = draw[few]
         return router.with_table(table)
