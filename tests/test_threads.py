@@ -15,11 +15,13 @@ from avengers.config.embedding import EmbeddingConfig
 from avengers.config.threads import ThreadsConfig, usable_cpus
 from avengers.core.embedding import model_threads
 
+PROCESS_WIDE = ("AVENGERS_THREADS", "OMP_WAIT_POLICY")
+
 
 def run_python(code: str, **env: str) -> dict:
     """Run ``code`` in a fresh interpreter (environment without thread variables, plus ``env``); its last
     stdout line is JSON."""
-    clean = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS") and k != "AVENGERS_THREADS"}
+    clean = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS") and k not in PROCESS_WIDE}
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env={**clean, **env},
@@ -65,6 +67,7 @@ def test_apply_bounds_torch_openmp_blas_sklearn_and_onnx_runtime():
             "threads": s.threads, "source": s.source, "torch": torch.get_num_threads(), "reported": s.torch_threads,
             "pools": {i["filepath"]: i["num_threads"] for i in threadpool_info()},
             "env": {k: os.environ.get(k) for k in ("AVENGERS_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+            "wait": s.wait_policy,
             "onnx": model_threads(EmbeddingConfig(backend="onnx")),
         }))
         """
@@ -75,7 +78,8 @@ def test_apply_bounds_torch_openmp_blas_sklearn_and_onnx_runtime():
     assert "libgomp" in libraries and "openblas" in libraries  # torch's / sklearn's OpenMP and numpy's BLAS
     assert set(settings["pools"].values()) == {1}
     assert set(settings["env"].values()) == {"1"}  # for libraries loaded later and child processes
-    assert settings["onnx"] == 1  # ONNX Runtime sessions are created with the process's number
+    assert settings["onnx"] == 1  # the ONNX embedder runs that many passes at once
+    assert settings["wait"] == "PASSIVE"  # waiting OpenMP threads sleep (set before torch loads: next test)
 
 
 def test_libraries_loaded_after_the_limit_start_bounded():
@@ -84,12 +88,25 @@ def test_libraries_loaded_after_the_limit_start_bounded():
         import json
         from avengers.threads import apply_thread_limits
         apply_thread_limits(1)
-        import torch, sklearn.cluster
+        import os, torch, sklearn.cluster
         from threadpoolctl import threadpool_info
-        print(json.dumps({"torch": torch.get_num_threads(), "pools": [i["num_threads"] for i in threadpool_info()]}))
+        print(json.dumps({"torch": torch.get_num_threads(), "pools": [i["num_threads"] for i in threadpool_info()],
+                          "wait": os.environ["OMP_WAIT_POLICY"]}))
         """
     )
-    assert settings["torch"] == 1 and set(settings["pools"]) == {1}
+    assert settings["torch"] == 1 and set(settings["pools"]) == {1} and settings["wait"] == "PASSIVE"
+
+
+def test_an_explicit_openmp_wait_policy_is_kept():
+    settings = run_python(
+        """
+        import json, os
+        from avengers.threads import apply_thread_limits
+        print(json.dumps({"wait": apply_thread_limits(1).wait_policy}))
+        """,
+        OMP_WAIT_POLICY="ACTIVE",
+    )
+    assert settings["wait"] == "ACTIVE"
 
 
 def test_every_grpc_server_start_applies_the_process_setting():
@@ -114,7 +131,7 @@ def test_every_grpc_server_start_applies_the_process_setting():
 @pytest.mark.parametrize(("flag", "env", "expected"), [(["--threads", "1"], {}, "1 thread(s) per compute pool (from argument"),
                                                       ([], {"AVENGERS_THREADS": "1"}, "from AVENGERS_THREADS")])
 def test_the_command_applies_threads_before_running(tmp_path, flag, env, expected):
-    clean = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS") and k != "AVENGERS_THREADS"}
+    clean = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS") and k not in PROCESS_WIDE}
     labels = tmp_path / "labels.jsonl"
     rows = [{"id": f"q{i}", "dataset": "d", "split": "train", "query": f"question {i}", "scores": {"m": 1.0, "n": 0.0}}
             for i in range(8)]
