@@ -103,13 +103,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--neighbours", type=int, default=2, help="busy processes for part 3 (0: skip)")
     parser.add_argument("--threads", type=int, help="torch threads for part 1 (default: torch's, the cores)")
+    parser.add_argument(
+        "--wait-policy", choices=["PASSIVE", "ACTIVE"],
+        help="OMP_WAIT_POLICY for this run (default: as set, else OpenMP's own: threads spin while they wait); "
+        "the services set PASSIVE (avengers.threads)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.wait_policy:
+        os.environ["OMP_WAIT_POLICY"] = args.wait_policy  # read when OpenMP loads: before torch is imported
 
     import torch
 
-    sets = queries_of(args.labels, args.queries, args.seed)
+    sets = queries_of(args.labels, max(args.queries, args.single_queries), args.seed)
     embedders = {
         "one per pass": create_embedder(EmbeddingConfig(batch_size=1)),
         "passes of 64": create_embedder(EmbeddingConfig(batch_size=64)),
@@ -122,12 +129,13 @@ def main() -> None:
         "python": platform.python_version(),
         "load_average_at_start": os.getloadavg()[0],
         "default_torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
     }
     results: dict = {"machine": machine, "command": " ".join(["python", *sys.argv]), "layouts": {}, "threads": {}}
 
     machine["part_1_threads"] = args.threads or machine["default_torch_threads"]
     torch.set_num_threads(machine["part_1_threads"])
-    for set_name, queries in sets.items():
+    for set_name, queries in sets.items() if args.queries else ():
         results["layouts"][set_name] = {
             "mean_chars": statistics.mean(map(len, queries)),
             "tokens": token_counts(embedders["one per pass"], queries),
@@ -147,9 +155,11 @@ def main() -> None:
                 process.wait()
 
     print(f"Machine: {machine['cpus']} cores ({machine['cpu']}), torch {machine['torch']}, Python {machine['python']}, "
-          f"load average at start {machine['load_average_at_start']:.2f}; all-MiniLM-L6-v2 on CPU, "
+          f"load average at start {machine['load_average_at_start']:.2f}; OMP_WAIT_POLICY {machine['omp_wait_policy']}; "
+          f"all-MiniLM-L6-v2 on CPU, "
           f"{machine['part_1_threads']} torch threads for the forward-pass layouts.\n")  # fmt: skip
-    print("| queries | forward passes | queries/s | max abs difference from one per pass |\n|---|---|---|---|")
+    if results["layouts"]:
+        print("| queries | forward passes | queries/s | max abs difference from one per pass |\n|---|---|---|---|")
     for set_name, entry in results["layouts"].items():
         tokens = entry["tokens"]
         for name, r in entry["by_layout"].items():
