@@ -10,6 +10,7 @@ import asyncio
 import sys
 
 import grpc
+from routing_data import fit_test_router, make_labels
 
 from avengers.config.embedding import EmbeddingConfig
 from avengers.config.router_service import RouterServiceConfig
@@ -18,7 +19,6 @@ from avengers.core.embedding import create_embedder
 from avengers.services.router.server import start_router_server
 from avengers.stores import create_store
 from avengers.v1 import common_pb2, router_pb2, router_pb2_grpc
-from routing_data import fit_test_router, make_labels
 
 CLIENTS = 6
 MAX_CALLS_PER_CLIENT = 5000  # bounds the test whatever happens
