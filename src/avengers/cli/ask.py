@@ -63,11 +63,17 @@ def as_json(message) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
+def shorten(text: str, limit: int = 60) -> str:
+    """One line of at most ``limit`` characters (a free-text answer in the votes line)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def describe(response, show_samples: bool) -> str:
     from avengers.rpc.enums import TASK_TYPE
 
     vote = response.vote
-    counts = ", ".join(f"{c.answer!r} x{c.votes}" for c in vote.counts[:5]) or "none"
+    counts = ", ".join(f"{shorten(c.answer)!r} x{c.votes}" for c in vote.counts[:5]) or "none"
     lines = [
         f"answer:   {response.answer or '(no answer could be extracted)'}",
         f"models:   {', '.join(response.models)}" + (" (switched to all models)" if vote.switched else ""),
@@ -151,20 +157,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ask", help="ask the gateway a question and print the ensemble's answer")
     p.add_argument("query", help="the question")
     p.add_argument("--addr", default=default_address(), help=addr_help)
-    p.add_argument("--n", type=int, default=0, help="samples over all models (default: the gateway's, 10)")
+    p.add_argument("--n", type=positive_int, help="samples over all models (default: the gateway's, 10)")
     p.add_argument("--strategy", choices=strategy_choices(),
                    help="ensemble strategy (default: the gateway's, self-consistency)")
     p.add_argument("--switch-threshold", type=float,
                    help=f"model switch: agreement threshold (default: {DEFAULT_SWITCH_THRESHOLD})")
-    p.add_argument("--k", "--top-k", dest="k", type=int, default=0,
+    p.add_argument("--k", "--top-k", dest="k", type=positive_int,
                    help="top-k-vote, score-weighted-vote, log-odds-vote: routed models that share the n samples "
                         "(default: the gateway's, 3)")
     p.add_argument("--task-type", choices=["math", "multiple-choice", "code", "free-text"],
                    help="how answers are extracted and compared (default: inferred from the question)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: the gateway's, 0.7)")
-    p.add_argument("--max-tokens", type=int, default=0, help="tokens per sample (default: each model's)")
+    p.add_argument("--max-tokens", type=positive_int, help="tokens per sample (default: each model's)")
     p.add_argument("--seed", type=int, help="sampling seed (default: none, samples differ per call)")
-    p.add_argument("--routing", choices=["nearest", "soft"], help="routing rule (default: the router's)")
+    p.add_argument("--routing", choices=routing_choices(),
+                   help="routing selector; the router must have it fitted (default: the router's)")
     p.add_argument("--vote", choices=["majority", "weighted"], help="vote method (default: majority)")
     p.add_argument("--test", action="append", help="code tasks: a test (repeatable; default: none)")
     p.add_argument("--entry-point", help="code tasks: the function under test (default: none)")
@@ -187,6 +194,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds (default: %(default)s)")
     add_client_security_arguments(p)
     p.set_defaults(handler=cmd_feedback)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (0 would silently mean "the gateway's default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value} (leave the option out for the default)")
+    return value
+
+
+def routing_choices() -> list[str]:
+    """The routing selectors the contract names (nearest, soft, knn, hknn, ...)."""
+    from avengers.v1 import router_pb2
+
+    values = router_pb2.RoutingStrategy.DESCRIPTOR.values[1:]
+    return [v.name.removeprefix("ROUTING_STRATEGY_").lower() for v in values]
 
 
 def strategy_choices() -> list[str]:

