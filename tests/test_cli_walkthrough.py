@@ -16,6 +16,48 @@ from avengers.cli.ask import ask_request, describe, shorten
 from avengers.v1 import gateway_pb2, router_pb2, voter_pb2
 
 
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_a_bad_config_value_is_one_line_naming_model_field_and_value(tmp_path, capsys):
+    config = tmp_path / "voter.yaml"
+    config.write_text("server:\n  port: 99999\n")
+    assert main(["serve", "voter", "--config", str(config)]) == 2
+    assert one_error_line(capsys) == (
+        "avengers serve: error: VoterServiceConfig: server.port: Input should be less than or equal to 65535 "
+        "(got '99999')"
+    )
+
+
+def test_malformed_yaml_is_one_line_naming_the_file_and_line(tmp_path, capsys):
+    config = tmp_path / "voter.yaml"
+    config.write_text("server: [\n")
+    assert main(["serve", "voter", "--config", str(config)]) == 2
+    err = one_error_line(capsys)
+    assert err.startswith(f"avengers serve: error: not valid YAML: {config}, line 2, column 1:"), err
+
+
+def test_a_missing_file_is_named(tmp_path, capsys):
+    out = tmp_path / "no" / "such" / "dir" / "tasks.jsonl"
+    assert main(["calibrate-tasks", "--count", "3", "--out", str(out)]) == 2
+    assert one_error_line(capsys) == f"avengers calibrate-tasks: error: {out}: no such file or directory"
+
+
+def test_a_closed_stdout_pipe_stops_quietly(tmp_path):
+    # The reader closes its end before the command writes (it is still importing): the write fails with EPIPE.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "avengers", "calibrate-tasks", "--count", "3", "--out", str(tmp_path / "t.jsonl")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
 @pytest.mark.parametrize("option", ["--n", "--k", "--max-tokens"])
 def test_ask_refuses_zero_instead_of_silently_using_the_default(option, capsys):
     with pytest.raises(SystemExit) as exit_:

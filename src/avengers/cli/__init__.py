@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+import pydantic
+import yaml
 
 from avengers import __version__
 
@@ -77,12 +81,39 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (CommandError, ValueError, FileNotFoundError) as exc:
-        # Domain errors (bad labels, bad router dir, bad parameters) are one clear line, not a traceback.
+    except BrokenPipeError:
+        # The reader went away (`avengers routers list --json | head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (CommandError, ValueError, FileNotFoundError, yaml.YAMLError) as exc:
+        # Domain errors (bad labels, bad router dir, bad parameters, a bad config file) are one clear line,
+        # not a traceback.
         if args.verbose:
             raise
-        print(f"avengers {args.command}: error: {exc}", file=sys.stderr)
+        print(f"avengers {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: pydantic's report as `Model: field: message (got value)`, YAML's without its
+    source excerpt, a missing file by its name."""
+    if isinstance(exc, pydantic.ValidationError):
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "value"
+            got = error.get("input")
+            shown = "" if isinstance(got, dict | list) or got is None else f" (got {str(got)[:60]!r})"
+            problems.append(f"{where}: {error['msg']}{shown}")
+        return f"{exc.title}: " + "; ".join(problems)
+    if isinstance(exc, yaml.YAMLError):
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        name = f"{mark.name}, " if mark and not mark.name.startswith("<") else ""
+        where = f"{name}line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return f"not valid YAML: {where}{problem}"
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"{exc.filename}: no such file or directory"
+    return str(exc)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ class ConfigModel(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, key: str | None = None) -> Self:
         """Load from a YAML file; ``key`` selects a section of a larger file."""
-        data: Any = yaml.safe_load(Path(path).read_text()) or {}
+        with open(path) as file:  # a YAML error then names the file
+            data: Any = yaml.safe_load(file) or {}
         if key is not None:
             data = data.get(key, {})
         return cls.model_validate(data)
