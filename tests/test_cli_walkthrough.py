@@ -16,6 +16,14 @@ from avengers.cli.ask import ask_request, describe, shorten
 from avengers.v1 import gateway_pb2, router_pb2, voter_pb2
 
 
+def test_evaluate_keeps_the_process_wide_threads():
+    parser = build_parser()
+    common = ["evaluate", "--from-samples", "s.jsonl", "--out", "o"]
+    assert parser.parse_args(["--threads", "1", *common]).threads == 1
+    assert parser.parse_args([*common, "--threads", "2"]).threads == 2
+    assert parser.parse_args(common).threads is None
+
+
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err, err

@@ -267,7 +267,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("embedding")
     g.add_argument("--embedder", default=DEFAULT_EMBEDDING_MODEL, help="model name or local path (default: %(default)s)")
     g.add_argument("--embedder-backend", default="sentence-transformers", help="(default: %(default)s)")
-    g.add_argument("--threads", type=int, default=None, help="embedding threads (default: torch's)")
+    # The process-wide `avengers --threads N` given after the command; SUPPRESS keeps an `avengers --threads N
+    # evaluate ...` from being reset to the default by this subparser.
+    g.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+                   help="as `avengers --threads N`: threads of every compute pool, embedding included")
     g.add_argument("--cache-dir", default=str(default_cache_dir() / "embeddings"), help="(default: %(default)s)")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
