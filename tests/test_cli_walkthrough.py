@@ -66,6 +66,30 @@ def test_a_closed_stdout_pipe_stops_quietly(tmp_path):
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
 
 
+def test_sweep_routes_with_a_cluster_selector_unless_told(labels_dir, tmp_path, capsys):
+    common = ["--labels", str(labels_dir / "train.jsonl"), "--eval", str(labels_dir / "test.jsonl"), "--k", "1,6",
+              "--embedder-backend", "hashing", "--no-cache"]
+    assert main(["sweep", *common, "--out", str(tmp_path / "s")]) == 0
+    rows = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert [row["test"]["strategy"] for row in rows] == ["nearest", "nearest"]
+    # K=1 routes every query to the one best model; K=6 routes per topic.
+    assert rows[0]["test"]["average"]["routed"] != rows[1]["test"]["average"]["routed"]
+    capsys.readouterr()
+    assert main(["sweep", *common, "--out", str(tmp_path / "h"), "--strategy", "hknn"]) == 2
+    assert "--strategy hknn does not use the clusters" in one_error_line(capsys)
+    assert not (tmp_path / "h").exists()
+
+
+def test_fit_checks_its_options_before_embedding(labels_dir, tmp_path, capsys):
+    assert main(["fit", "--labels", str(labels_dir / "train.jsonl"), "--k", "0", "--out", str(tmp_path / "r"),
+                 "--embedder-backend", "hashing", "--no-cache"]) == 2
+    captured = capsys.readouterr()
+    assert "embedding" not in captured.err and "Traceback" not in captured.err
+    assert captured.err.strip() == (
+        "avengers fit: error: ClusteringConfig: k: Input should be greater than or equal to 1 (got '0')"
+    )
+
+
 @pytest.mark.parametrize("option", ["--n", "--k", "--max-tokens"])
 def test_ask_refuses_zero_instead_of_silently_using_the_default(option, capsys):
     with pytest.raises(SystemExit) as exit_:

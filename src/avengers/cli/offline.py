@@ -16,7 +16,7 @@ from avengers.core.embedding import Embedder, create_embedder, default_cache_dir
 from avengers.core.fit import fit_router_on_embeddings
 from avengers.core.labels import read_labels
 from avengers.tools.evaluation import DEFAULT_BOOTSTRAP, alpha_curve, curve_plot, curve_table, evaluate
-from avengers.tools.sweep import sweep_k, sweep_plot, sweep_table
+from avengers.tools.sweep import CLUSTER_SELECTORS, sweep_k, sweep_plot, sweep_table
 
 
 def add_embedder_args(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +118,9 @@ def clustering_from_args(args: argparse.Namespace, k: int) -> ClusteringConfig:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     labels = read_labels(args.labels)
+    # Every option checked before the (long) embedding pass.
+    clustering, routing, selectors = clustering_from_args(args, args.k), routing_from_args(args), selectors_from_args(args)
+    scoring = ScoringConfig(smoothing=args.smoothing)
     embedder = embedder_from_args(args)
     print(f"embedding {len(labels)} calibration queries with {embedder.name}", file=sys.stderr)
     embeddings = embedder.encode(labels.queries, show_progress=True)
@@ -125,10 +128,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         labels,
         embeddings,
         embedder.name,
-        clustering_from_args(args, args.k),
-        ScoringConfig(smoothing=args.smoothing),
-        routing_from_args(args),
-        selectors=selectors_from_args(args),
+        clustering,
+        scoring,
+        routing,
+        selectors=selectors,
         select_models_count=args.select_models,
     )
     artifact.save(args.out)
@@ -207,6 +210,11 @@ def sweep_selectors(args: argparse.Namespace) -> SelectorsConfig:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     ks = parse_ks(args.k)
+    if args.strategy not in CLUSTER_SELECTORS:
+        raise ValueError(
+            f"--strategy {args.strategy} does not use the clusters: every K would score the same; "
+            f"sweep K with {', '.join(CLUSTER_SELECTORS)}"
+        )
     train = read_labels(args.labels)
     embedder = embedder_from_args(args)
     evals = {}
@@ -277,4 +285,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="directory for sweep.md, sweep.json, sweep.png")
     add_fit_args(p)
     add_embedder_args(p)
-    p.set_defaults(handler=cmd_sweep)
+    # K matters only to the cluster selectors: the sweep routes with the paper's nearest centroid unless told.
+    p.set_defaults(handler=cmd_sweep, strategy="nearest")

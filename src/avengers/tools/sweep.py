@@ -14,6 +14,10 @@ from avengers.core.fit import fit_router_on_embeddings
 from avengers.core.labels import LabelSet
 from avengers.tools.evaluation import EvalReport, evaluate
 
+CLUSTER_SELECTORS = ("nearest", "soft", "shrinkage")
+"""Selectors that score from the router's clusters, so K changes their answers; kNN, hknn, logistic and MF
+score from the embeddings alone and give the same result for every K."""
+
 
 @dataclass
 class SweepPoint:
