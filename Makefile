@@ -5,7 +5,7 @@ setup:
 	scripts/setup.sh
 
 # The main job on the embedded default: every service on localhost (embedded Qdrant, in-process cache,
-# SmolLM2 on the CPU), then `.venv/bin/avengers ask "..."` from another shell.
+# SmolLM2-135M and Gemma 3 270M on the CPU), then `.venv/bin/avengers ask "..."` from another shell.
 up: setup
 	.venv/bin/avengers up
 

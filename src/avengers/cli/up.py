@@ -1,10 +1,10 @@
 """``avengers up``: every service on localhost in one process — embedder, router (embedded Qdrant), voter,
 model pool and gateway — with a fitted router published at start when none fits.
 
-The default stack is real and offline: the model pool is SmolLM2-135M-Instruct on llama.cpp (CPU),
-configured as two models that differ in system prompt and sampling (``avengers/data/default_pool.yaml``),
-and the router is fitted on labels measured by running those two models on generated tasks with known
-answers (``avengers/data/default_labels.jsonl``, made by ``avengers calibrate``).
+The default stack is real and offline: the model pool is two model families on llama.cpp (CPU),
+SmolLM2-135M-Instruct and Gemma 3 270M (``avengers/data/default_pool.yaml``), and the router is fitted on
+labels measured by running those two models on generated tasks with known answers
+(``avengers/data/default_labels.jsonl``, made by ``avengers calibrate``).
 """
 
 from __future__ import annotations
@@ -311,7 +311,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--pool", help="model pool YAML (default: the shipped SmolLM2 pool on llama.cpp)")
+    p.add_argument("--pool", help="model pool YAML (default: the shipped pool, SmolLM2-135M and Gemma 3 270M on llama.cpp)")
     p.add_argument("--model-pool-addr", help="use a running model pool at host:port instead of starting one")
     p.add_argument("--application", default="model_pool", help="Ray Serve app name sent to the pool (default: %(default)s)")
     p.add_argument("--router", help="router directory to publish and serve (default: the active one, else fit)")

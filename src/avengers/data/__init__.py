@@ -1,7 +1,7 @@
 """Files shipped with the package: the default local stack of ``avengers up``.
 
-- ``default_pool.yaml``: the model pool — SmolLM2-135M-Instruct (llama.cpp, CPU) configured as two models
-  that differ in their system prompt (a chat template each, inline) and sampling filters.
+- ``default_pool.yaml``: the model pool — two model families on llama.cpp (CPU), SmolLM2-135M-Instruct and
+  Gemma 3 270M, with their prompts (chat templates inline).
 - ``calibration_tasks.jsonl``: generated tasks with known answers (``avengers calibrate-tasks --count 120``).
 - ``default_labels.jsonl``: the labels measured by running the default pool on those tasks
   (``avengers calibrate``); the default router of ``avengers up`` is fitted on it.
