@@ -104,9 +104,10 @@ async def one_stack(name: str, args, train, eval_path: Path, evaluation, queries
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     from avengers.core.labels import read_labels
     from avengers.loadgen import Query
-    from avengers.threads import current_thread_settings
+    from avengers.threads import apply_thread_limits
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-ask-embedders-"))
+    apply_thread_limits()  # this process (the load generator) too, as every service does at start
     train_path, eval_path, data = bench_pipeline.data_files(argparse.Namespace(train=None, eval=None, generated=False), workdir)
     train, evaluation = read_labels(train_path), read_labels(eval_path)
     rows = random.Random(0).sample(evaluation.rows, min(args.max_queries, len(evaluation.rows)))
@@ -114,7 +115,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     warmup = bench_pipeline.cycled(queries, len(queries) // 2, len(queries))
     results: dict[str, Any] = {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "machine": {**bench_pipeline.machine(), "threads": current_thread_settings().describe()},
+        "machine": {**bench_pipeline.machine(), "threads": apply_thread_limits().describe()},
         "data": data, "queries": len(queries), "clients": args.clients, "duration": args.duration,
         "warmup": args.warmup, "ask_samples": args.ask_samples, "k": args.k, "embedder_threads": args.embedder_threads,
         "strategy": args.strategy,
@@ -150,7 +151,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Run {results['date']} with `{results['command']}`.",
         "",
         (
-            f"Machine: {m['cpus']} cores ({m['cpu_model']}), no GPU, Python {m['python']}; {m['threads']}. Shared with "
+            f"Machine: {m['cpus']} cores ({m['cpu_model']}), no GPU, Python {m['python']}; every process: {m['threads']}. Shared with "
             f"other sessions' work: 1-minute load average {m['load_average_at_start'][0]:.1f} at the start, "
             f"{results['load_average_at_end'][0]:.1f} at the end (each run's is in the table): absolute rates are what "
             "this share of 2 cores gave, not what 2 idle cores give."
