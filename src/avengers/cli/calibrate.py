@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from avengers.cli import CommandError
-from avengers.config.model_pool import ModelPoolConfig
+from avengers.cli.pool_access import model_pool_for
 from avengers.core.ensemble import DependencyError, Sampling
 from avengers.core.labels import LabelSet, write_labels
 from avengers.tools.calibration import generate_tasks, measure, read_tasks, write_tasks
@@ -38,24 +38,10 @@ def summary(labels: LabelSet) -> str:
 
 
 async def run_calibration(args: argparse.Namespace) -> LabelSet:
-    from avengers.clients.ensemble import GrpcModelPoolClient, open_channel
-
     tasks = read_tasks(args.tasks)
     if args.limit:
         tasks = tasks[: args.limit]
-    server = None
-    if args.pool:
-        from avengers.services.model_pool.server import start_model_pool_server
-
-        config = ModelPoolConfig.from_yaml(args.pool)
-        print(f"starting the pool of {args.pool} ({', '.join(config.model_names)})", file=sys.stderr)
-        server = await start_model_pool_server(config, "127.0.0.1:0")
-        address, application = f"127.0.0.1:{server.port}", None
-    else:
-        address, application = args.model_pool_addr, args.application
-    channel = open_channel(address, 16 * 1024 * 1024)
-    try:
-        pool = GrpcModelPoolClient(channel, address, application)
+    async with model_pool_for(args) as pool:
         models = args.models or await pool.list_models()
         sampling = Sampling(n=args.samples, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
         print(
@@ -69,10 +55,6 @@ async def run_calibration(args: argparse.Namespace) -> LabelSet:
                 print(f"  {model}: {done}/{len(tasks)}", file=sys.stderr, flush=True)
 
         return await measure(tasks, models, pool, sampling, progress=progress)
-    finally:
-        await channel.close()
-        if server is not None:
-            await server.stop(0)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from avengers.cli import CommandError
+from avengers.cli.pool_access import model_pool_for
 from avengers.config.embedding import DEFAULT_EMBEDDING_MODEL, EmbeddingConfig
 from avengers.config.evaluate import GenerationConfig, SelectionConfig
-from avengers.config.model_pool import ModelPoolConfig
 from avengers.config.routing import SELECTORS
 from avengers.config.tasks import CODE, FREE_TEXT
 from avengers.core.embedding import create_embedder, default_cache_dir
@@ -85,24 +85,10 @@ def _clusters(text: str) -> list[int]:
 
 
 async def _generate(args: argparse.Namespace, items: list, out: Path) -> list:
-    from avengers.clients.ensemble import GrpcModelPoolClient, open_channel
-
-    server = None
-    if args.pool:
-        from avengers.services.model_pool.server import start_model_pool_server
-
-        config = ModelPoolConfig.from_yaml(args.pool)
-        print(f"starting the pool of {args.pool} ({', '.join(config.model_names)})", file=sys.stderr)
-        server = await start_model_pool_server(config, "127.0.0.1:0")
-        address, application = f"127.0.0.1:{server.port}", None
-    else:
-        address, application = args.model_pool_addr, args.application
-    channel = open_channel(address, 64 * 1024 * 1024)
-    try:
-        pool = GrpcModelPoolClient(channel, address, application)
+    async with model_pool_for(args) as pool:
         models = args.models or await pool.list_models()
         if not models:
-            raise CommandError(f"the model pool at {address} serves no model")
+            raise CommandError(f"the model pool at {pool.address} serves no model")
         generation = GenerationConfig(
             n=args.n, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
             concurrency=args.concurrency, timeout_seconds=args.timeout,
@@ -114,10 +100,6 @@ async def _generate(args: argparse.Namespace, items: list, out: Path) -> list:
         )
         partial = out / (SAMPLES_FILE + ".partial")
         samples = await generate_samples(items, models, pool, generation, partial=partial, progress=not args.quiet)
-    finally:
-        await channel.close()
-        if server is not None:
-            await server.stop(0)
     write_samples(out / SAMPLES_FILE, samples)
     partial.unlink(missing_ok=True)
     partial.with_name(partial.name + ".settings").unlink(missing_ok=True)
