@@ -9,12 +9,13 @@ work these pools oversubscribe the cores and spin-wait on each other: ``avengers
   ...) for libraries loaded later and for child processes;
 - ``OMP_WAIT_POLICY=PASSIVE`` unless set: OpenMP threads sleep instead of spinning while they wait. On a machine
   whose cores other processes also use, spinning threads burn the CPU the others need: torch MiniLM with 2
-  threads spent 82-86 ms of CPU per RouterDC query and encoded 3.6-4.8 queries/s with the default (active)
-  policy, against 32 ms and 11-19 queries/s with PASSIVE (1 thread: 32 ms, 7.6-8.5 queries/s; load average
-  6-7 on 2 cores). OpenMP reads it when it loads, so it is set before torch or scikit-learn are imported;
+  threads spent 55-67 ms of CPU per RouterDC query and encoded 15-18 queries/s with the default (spinning)
+  waits, against 29-30 ms and 33-34 queries/s with PASSIVE (``bench/embedding_threads.py``, load average 3 on
+  2 cores). OpenMP reads it when it loads, so it is set before torch or scikit-learn are imported;
 - threadpoolctl limits for the OpenMP/BLAS libraries already loaded;
 - ``torch.set_num_threads`` when torch is loaded;
-- ONNX Runtime sessions read the number when created (:class:`avengers.config.threads.ThreadsConfig`).
+- the ONNX embedder reads the number when created (:class:`avengers.config.threads.ThreadsConfig`): that many
+  one-thread passes at once.
 
 It is called by the ``avengers`` command (``--threads N``) and by every gRPC server start; the number comes
 from, in order: the argument, ``AVENGERS_THREADS``, ``OMP_NUM_THREADS``, the CPUs the process may use.

@@ -305,9 +305,9 @@ class OnnxSession:
     """An ONNX Runtime session and the model's fast tokenizer: texts in, pooled vectors out.
 
     Each pass runs on the calling thread alone (no intra-op pool): a pass over one query is too small to share
-    well, and on a loaded machine intra-op threads wait on each other — on RouterDC queries at load average 11,
-    two intra-op threads gave half the rate of one at twice the CPU per query, while two one-thread passes at
-    once kept the CPU per query and raised the rate. :class:`OnnxEmbedder` runs several passes at once instead.
+    well, and on a loaded machine intra-op threads spin waiting for each other — on RouterDC queries two
+    intra-op threads gave less than half the rate of one at twice the CPU per query (``bench/embedding_threads.py``).
+    :class:`OnnxEmbedder` runs several one-thread passes at once instead.
     """
 
     def __init__(
@@ -439,8 +439,8 @@ class OnnxEmbedder(Embedder):
         session = self._session_
         encodings = session.tokenize(texts)
         # One text per pass by default: on RouterDC queries it costs less CPU than length-bucketed passes
-        # (8.3 against 11.9 ms a query for int8, 18.8 against 22.0 for fp32), and int8 vectors then never depend
-        # on the other texts of a call (dynamic quantization scales activations per pass, padding included).
+        # (bench/embedding_threads.py), and int8 vectors then never depend on the other texts of a call
+        # (dynamic quantization scales activations per pass, padding included).
         size = self._config.batch_size or 1
         groups = [list(range(i, min(i + size, len(texts)))) for i in range(0, len(texts), size)]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
