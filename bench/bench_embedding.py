@@ -259,6 +259,16 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
                 row[f"{split}_torch_router_delta"] = paired_delta(base[split][0], served, groups[split])
                 if split == "test":
                     row["same_cluster_share"] = float(np.mean(clusters == base[split][1]))
+                    # per dataset: torch's and this backend's routed score, and the queries whose pick changed
+                    chosen = base[split][0]
+                    row["test_own_by_dataset"] = {
+                        d: [
+                            100 * float(chosen[g].mean()),
+                            100 * float(own[g].mean()),
+                            int(np.sum(own[g] != chosen[g])),
+                        ]
+                        for d, g in zip(splits[split].dataset_names, groups[split])
+                    }
             results.append(row)
             print(json.dumps(row, default=lambda v: round(v, 3)), flush=True)
     return {
@@ -378,6 +388,24 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{delta(row['ood_own_delta'])} | {row['ood_torch_router']:.2f} | {delta(row['ood_torch_router_delta'])} | "
                 f"{100 * row['same_cluster_share']:.1f}% |"
             )
+        rows = [r for r in a["results"] if r["variant"] == CANDIDATE and "test_own_by_dataset" in r]
+        if rows:
+            names = list(rows[0]["test_own_by_dataset"])
+            lines += [
+                "",
+                (
+                    f"Per dataset, {CANDIDATE} against torch fp32 (test, own router): routed score, torch -> {CANDIDATE} "
+                    "(test queries whose routed score changed):"
+                ),
+                "",
+                "| strategy, K | " + " | ".join(names) + " |",
+                "|---|" + "---|" * len(names),
+            ]
+            for r in rows:
+                cells = [
+                    f"{t:.2f} -> {v:.2f} ({n})" for t, v, n in (r["test_own_by_dataset"][d] for d in names)
+                ]
+                lines.append(f"| {r['strategy']}, {r['k']} | " + " | ".join(cells) + " |")
     if results.get("fit_cold"):
         lines += [
             "",
@@ -439,6 +467,9 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--notes", help="a paragraph added under the tables")
     p.add_argument("--render", metavar="JSON", help="no run: report the results saved by --json PATH")
+    p.add_argument(
+        "--update", metavar="JSON", help="run only the phases asked and replace them in this saved run"
+    )
     args = p.parse_args()
     args.variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in args.variants if v not in VARIANTS]
@@ -471,11 +502,16 @@ def main() -> None:
             sys.exit(f"needs the RouterDC labels at {ROUTERDC}")
         rows = [json.loads(line) for line in (ROUTERDC / "test.jsonl").open()]
         queries = [r["query"] for r in random.Random(0).sample(rows, args.single + args.batched + 16)]
-        results = {
-            "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-            "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-            "machine": machine(args.threads),
-        }
+        command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+        if args.update:  # an earlier run, some of whose phases are run again now
+            results = json.loads(Path(args.update).read_text())
+            results["command"] = f"{results['command']}` then `{command}"
+        else:
+            results = {
+                "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                "command": command,
+                "machine": machine(args.threads),
+            }
         if not args.no_throughput:
             results["throughput"] = throughput(args, queries)
         save(args, results)
@@ -484,7 +520,8 @@ def main() -> None:
             save(args, results)
         if args.fit_cold:
             results["fit_cold"] = fit_cold(args)
-        results["load_average_at_end"] = load_averages()
+        if not args.update:
+            results["load_average_at_end"] = load_averages()
     if args.notes:
         results["notes"] = args.notes
     report = markdown(results)
