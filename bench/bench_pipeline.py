@@ -1,6 +1,6 @@
 """The serving path measured side by side in one run, on this machine, against the targets.
 
-    .venv/bin/python bench/bench_pipeline.py [--clients 64] [--ask-samples 5] [--embedding minilm|hashing] \
+    .venv/bin/python bench/bench_pipeline.py [--clients 64] [--ask-samples 5] [--embedding minilm|minilm-onnx|hashing] \
         [--json runs/bench_pipeline.json] [--write-docs docs/BENCHMARKS.md] [--profile DIR]
 
 1. The real services, each in its own process as in a deployment: embedder (MiniLM, micro-batching), router
@@ -13,7 +13,9 @@
 4. Ask end to end at ``--clients`` clients for ``--duration`` seconds (cache bypassed).
 
 Every gRPC phase follows an unmeasured warm-up on other queries, and reports the CPU time each process spent
-per request. ``--embedding hashing`` replaces the model by feature hashing, measuring the gRPC path alone.
+per request. ``--embedding hashing`` replaces the model by feature hashing, measuring the gRPC path alone;
+``--embedding minilm-onnx`` serves MiniLM on ONNX Runtime, int8 (``bench/bench_ask_embedders.py`` compares the
+embedders' Ask rates in one run).
 
 Data: the RouterDC labels at ../shared/data/routerdc when present (router fitted on train, queries from
 test), else generated labels. Targets: route p50 at 1 client <= 1.3 x the in-process single encode; route
@@ -218,13 +220,20 @@ def measure_batched(embedder, texts: list[str], batch: int) -> dict[str, float]:
 
 
 def measure_in_process(embedder, measure, *args) -> dict[int, dict[str, float]]:
-    """``measure(embedder, *args)`` with 1 and with 2 torch threads in this process."""
+    """``measure(embedder, *args)`` with 1 and with 2 threads in this process (torch threads; for the ONNX
+    embedder, one-thread passes run at once)."""
     import torch
+
+    from avengers.core.embedding import create_embedder
 
     by_threads = {}
     for threads in (1, 2):
-        torch.set_num_threads(threads)
-        by_threads[threads] = measure(embedder, *args)
+        if hasattr(embedder, "workers"):  # the ONNX embedder: its threads are fixed when it is made
+            target = create_embedder(embedder._config.model_copy(update={"threads": threads}))
+        else:
+            torch.set_num_threads(threads)
+            target = embedder
+        by_threads[threads] = measure(target, *args)
         print(f"\n[in-process encode, {threads} thread(s)] {by_threads[threads]}", flush=True)
     return by_threads
 
@@ -298,7 +307,7 @@ def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     enc, r1, r64, ask = results["in_process"], results["route_1"], results["route_64"], results["ask_64"]
     ratio = r1["latency_ms"]["p50"] / enc["single_p50_ms"]
     share = r64["qps"] / enc["batched_qps"]
-    model = results["variant"] == "minilm"  # the route targets compare with a model's encode
+    model = results["variant"] != "hashing"  # the route targets compare with a model's encode
     return {
         "route_p50_ratio": {
             "value": ratio, "target": f"<= {TARGETS['route_p50_ratio']}",
@@ -358,7 +367,9 @@ def markdown(results: dict[str, Any], command: str) -> str:
         batched = f"| in-process encode, calls of {r['batch']} texts, {threads} thread(s) | - | {r['batched_qps']:.1f} | | | | | | {r['batch']} |"
         in_process_rows += [single, batched]
     variant = results["variant"]
-    title = "MiniLM" if variant == "minilm" else "no embedding model (hashing): the cost of the gRPC path alone"
+    title = {"minilm": "MiniLM", "minilm-onnx": "MiniLM on ONNX Runtime, int8"}.get(
+        variant, "no embedding model (hashing): the cost of the gRPC path alone"
+    )
     lines = [
         DOCS_MARK.format(variant=variant, edge="start"),
         f"## Serving path, {title} (`bench/bench_pipeline.py`)",
@@ -445,7 +456,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
 
     # The router: fitted on the train labels with cached embeddings (the cache only serves the fit).
-    model = {"backend": "hashing", "dimension": 384} if args.embedding == "hashing" else {}
+    model = {"hashing": {"backend": "hashing", "dimension": 384}, "minilm-onnx": {"backend": "onnx"}}.get(args.embedding, {})
     cached = create_embedder(EmbeddingConfig(**model, cache_dir=str(default_cache_dir() / "embeddings")))
     artifact = fit_router_on_embeddings(train, cached.encode(train.queries), cached.name, ClusteringConfig(k=args.k, n_init=2))
     results["router_k"] = artifact.k
@@ -465,7 +476,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     results["batching"] = batching
     results["embedder_threads"] = args.embedder_threads
     results["forward_batch"] = args.forward_batch
-    results["embedding"] = "all-MiniLM-L6-v2" if args.embedding == "minilm" else "hashing-384 (no model)"
+    results["embedding"] = {
+        "minilm": "all-MiniLM-L6-v2",
+        "minilm-onnx": "all-MiniLM-L6-v2 on ONNX Runtime, int8 (one-thread passes, that many at once)",
+    }.get(args.embedding, "hashing-384 (no model)")
     results["state"] = f"Redis ({args.redis})" if args.redis else "process memory"
     services: dict[str, Service] = {}
     started: list[Service] = []
@@ -553,7 +567,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=64, help="in-process batch size and the embedder's max_batch")
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="embedder micro-batching wait")
     p.add_argument(
-        "--embedding", choices=["minilm", "hashing"], default="minilm",
+        "--embedding", choices=["minilm", "minilm-onnx", "hashing"], default="minilm",
         help="hashing: no model (isolates the cost of the gRPC path from the cost of the embedding model)",
     )
     p.add_argument(
