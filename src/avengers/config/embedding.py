@@ -41,8 +41,9 @@ class EmbeddingConfig(ConfigModel):
     batch_chars: int = Field(default=4096, ge=64)
     """CPU with ``batch_size`` None: texts are sorted by length and each forward pass takes as many as keep
     (texts x longest text) within this many characters. Padding every text to the longest of a batch costs
-    more than batching saves on CPU: on RouterDC queries, passes of 64 texts are 2x slower than passes of one,
-    while 64 short queries go 4x faster together; this budget gets the best of both."""
+    more than batching saves on CPU: on RouterDC queries with one thread, passes of 64 texts encode 1.8x fewer
+    queries per second than passes of one, while 64 short queries go 2.4x faster together
+    (``bench/embedding_passes.py``, docs/BENCHMARKS.md); this budget gets the best of both."""
 
     threads: int | None = Field(default=None, ge=1, le=256)
     """CPU threads of the model: torch's intra-op threads (process-wide); for the ONNX backend, passes run at
