@@ -295,10 +295,11 @@ def why(report: dict) -> str:
     ]
     if oracle is not None:
         parts.append(
-            f"Uniting models can gain at most what the oracle (any model right) shows above the best single model: "
-            f"{100 * (oracle - single):+.1f} points on average; a vote only collects that when the right answer "
-            "also has the most votes, and with two weak models whose wrong answers scatter or agree by chance it "
-            "rarely does — the votes mostly follow the stronger model, or noise."
+            f"With one answer per model, uniting them gains at most what the oracle (either model's greedy answer "
+            f"right) shows above the best single model: {100 * (oracle - single):+.1f} points on average (sampling "
+            "n answers can add a little beyond it, as self-consistency does on some math sets); a vote only collects "
+            "it when the right answer also has the most votes, and with two weak models whose wrong answers scatter "
+            "or agree by chance it rarely does — the votes mostly follow the stronger model, or noise."
         )
     yes_no = strategies.get("oracle", {}).get("per_dataset", {}).get("strategyqa", {}).get("accuracy")
     if yes_no is not None:
