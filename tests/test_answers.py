@@ -233,6 +233,16 @@ def test_code_fences_raw_text_and_prose():
     assert code.extract("```javascript\nconsole.log(1)\n```\n```python\nprint(2)\n```") == "print(2)"
 
 
+def test_code_before_a_lone_closing_fence_is_the_program():
+    """A reply whose opening fence was prefilled: code, a closing fence, then prose (SmolLM2 on HumanEval)."""
+    reply = "def add(a, b):\n    return a + b\n```\n\nThis function adds two numbers and returns the sum."
+    assert create_extractor("code", entry_point="add").extract(reply) == "def add(a, b):\n    return a + b"
+    assert create_extractor("code").extract(reply) == "def add(a, b):\n    return a + b"
+    # prose before a real fenced block is not taken for a program
+    assert create_extractor("code").extract("Here:\n```python\nprint(2)\n```") == "print(2)"
+    assert create_extractor("code").extract("Sure\n```python\nprint(2)\n```") == "print(2)"
+
+
 def test_code_key_ignores_comments_and_formatting():
     code = create_extractor("code")
     assert code.normalise("def add(a,b):  # sum\n  return a+b") == code.normalise(
