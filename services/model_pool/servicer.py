@@ -222,6 +222,7 @@ class ModelPoolServicer(model_pool_pb2_grpc.ModelPoolServicer):
                     backend=target.config.backend,
                     model_id=target.model_id,
                     replicas=await target.replicas(),
+                    price_per_million_tokens=target.config.price_per_million_tokens,
                 )
             )
         return model_pool_pb2.ListModelsResponse(models=models)

@@ -10,10 +10,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from avengers.cli import CommandError
-from avengers.cli.pool_access import model_pool_for
+from avengers.cli.pool_access import add_price_option, measured_prices, model_pool_for
 from avengers.core.ensemble import DependencyError, Sampling
 from avengers.core.labels import LabelSet, write_labels
 from avengers.tools.calibration import generate_tasks, measure, read_tasks, write_tasks
+from avengers.tools.costs import describe_prices
 
 
 def cmd_calibrate_tasks(args: argparse.Namespace) -> int:
@@ -43,6 +44,8 @@ async def run_calibration(args: argparse.Namespace) -> LabelSet:
         tasks = tasks[: args.limit]
     async with model_pool_for(args) as pool:
         models = args.models or await pool.list_models()
+        prices = measured_prices(models, await pool.prices(), args)
+        print(describe_prices(prices), file=sys.stderr)
         sampling = Sampling(n=args.samples, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
         print(
             f"calibrating {models} on {len(tasks)} tasks ({args.samples} samples, max_tokens {args.max_tokens})",
@@ -54,7 +57,7 @@ async def run_calibration(args: argparse.Namespace) -> LabelSet:
             if done % step == 0 or done == len(tasks):
                 print(f"  {model}: {done}/{len(tasks)}", file=sys.stderr, flush=True)
 
-        return await measure(tasks, models, pool, sampling, progress=progress)
+        return await measure(tasks, models, pool, sampling, progress=progress, prices=prices)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -68,6 +71,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     write_labels(args.out, labels.rows)
     print(summary(labels))
     print(f"\n{len(labels)} labelled tasks x {len(labels.models)} models -> {args.out}")
+    if labels.has_costs:
+        means = {m: sum(r.costs[m] for r in labels.rows) / len(labels) for m in labels.models}  # type: ignore[index]
+        print("mean cost per task (measured): " + ", ".join(f"{m} {c:.3g}" for m, c in means.items()))
+    else:
+        print("no costs (no model has a price): alpha routing needs price_per_million_tokens or --price")
     return 0
 
 
@@ -83,7 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="measure a model pool on tasks with known answers -> labels",
         description="Each model answers each task --samples times with the gateway's prompts; the voter's "
         "answer extraction scores the answers against the gold ones; the share of right answers is the "
-        "model's score on the task (the labels format, ready for `avengers fit`).",
+        "model's score on the task (the labels format, ready for `avengers fit`). With a price for every model "
+        "(the pool config's price_per_million_tokens, or --price), each row also gets its measured costs: the "
+        "model's mean generated tokens on the task x its price (Avengers-Pro cost-aware routing, `alpha`).",
     )
     source = p.add_argument_group("model pool (one of)")
     source.add_argument("--pool", help="model pool YAML, run in this process")
@@ -97,4 +107,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=48, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (reproducible runs)")
     p.add_argument("--limit", type=int, default=0, help="only the first N tasks")
+    add_price_option(p)
     p.set_defaults(handler=cmd_calibrate)

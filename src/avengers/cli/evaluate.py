@@ -11,18 +11,19 @@ import time
 from pathlib import Path
 
 from avengers.cli import CommandError
-from avengers.cli.pool_access import model_pool_for
+from avengers.cli.pool_access import add_price_option, measured_prices, model_pool_for
 from avengers.config.embedding import DEFAULT_EMBEDDING_MODEL, EmbeddingConfig
 from avengers.config.evaluate import GenerationConfig, SelectionConfig
 from avengers.config.routing import SELECTORS
 from avengers.config.tasks import CODE, FREE_TEXT
 from avengers.core.embedding import create_embedder, default_cache_dir
 from avengers.core.ensemble import DependencyError
+from avengers.tools.costs import describe_prices
 from avengers.tools.end_to_end.benchmarks import READERS, read_benchmarks
 from avengers.tools.end_to_end.experiment import evaluate_recording
 from avengers.tools.end_to_end.generation import generate_samples
 from avengers.tools.end_to_end.replay import Replay
-from avengers.tools.end_to_end.report import write_report
+from avengers.tools.end_to_end.report import LABELS_FILE, write_report
 from avengers.tools.end_to_end.samples import (
     SAMPLES_FILE,
     read_recording,
@@ -55,6 +56,11 @@ estimated from words), split ("calibration" | "test"), tests + entry_point (code
 error. Any number of samples per model (one included); every model needs a sample of every query. A bad row
 stops the command with one line naming file:line; outputs are written atomically.
 
+Costs (Avengers-Pro, arXiv 2508.12631): with a price per million generated tokens for every model (the pool
+config's price_per_million_tokens, reported by ListModels, or --price MODEL=USD_PER_MTOK; with --from-samples
+only --price), each calibration label gets costs = the model's mean generated tokens on the query x its price,
+so the fitted router can route with alpha. The labels are written to DIR/calibration_labels.jsonl.
+
 Benchmarks (--benchmark, format detected, --format forces): the project's format (id, dataset, query,
 answer, task_type [, tests, entry_point, split]; also `avengers calibrate-tasks` output), MultiArith / AddSub /
 SingleEq (mawps), SVAMP, CommonsenseQA, StrategyQA, AQuA, GSM8K, HumanEval.
@@ -84,11 +90,13 @@ def _clusters(text: str) -> list[int]:
     return values
 
 
-async def _generate(args: argparse.Namespace, items: list, out: Path) -> list:
+async def _generate(args: argparse.Namespace, items: list, out: Path) -> tuple[list, dict[str, float] | None]:
+    """The recorded samples, and each model's price (None: no model has one)."""
     async with model_pool_for(args) as pool:
         models = args.models or await pool.list_models()
         if not models:
             raise CommandError(f"the model pool at {pool.address} serves no model")
+        prices = measured_prices(models, await pool.prices(), args)
         generation = GenerationConfig(
             n=args.n, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed,
             concurrency=args.concurrency, timeout_seconds=args.timeout,
@@ -103,7 +111,7 @@ async def _generate(args: argparse.Namespace, items: list, out: Path) -> list:
     write_samples(out / SAMPLES_FILE, samples)
     partial.unlink(missing_ok=True)
     partial.with_name(partial.name + ".settings").unlink(missing_ok=True)
-    return samples
+    return samples, prices
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -134,11 +142,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         source = samples_path(args.from_samples)
         print(f"reading {source}", file=sys.stderr)
         recording = read_recording(source)
+        prices = measured_prices(recording.models, {}, args)
     else:
         items = read_benchmarks(args.benchmark, args.format, args.limit)
         out.mkdir(parents=True, exist_ok=True)
         try:
-            samples = asyncio.run(_generate(args, items, out))
+            samples, prices = asyncio.run(_generate(args, items, out))
         except DependencyError as exc:
             raise CommandError(f"{exc} (samples so far are kept; the same command resumes)") from exc
         generation_seconds = round(time.perf_counter() - started, 1)
@@ -149,6 +158,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"sample(s) per model and query",
         file=sys.stderr,
     )
+    print(describe_prices(prices), file=sys.stderr)
     embedder = create_embedder(
         EmbeddingConfig(
             backend=args.embedder_backend,
@@ -185,6 +195,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         replay=Replay(recording, sandbox=sandbox, embed=embed),
         progress=not args.quiet,
         status=lambda message: print(message, file=sys.stderr),
+        prices=prices,
     )
     command = "avengers " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     extra = {
@@ -204,6 +215,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{100 * best['accuracy']:.2f}  difference {100 * best['difference']:+.2f} "
         f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
     )
+    costs = "with measured costs" if prices else "no costs (no prices)"
+    print(f"calibration labels ({costs}): {out / LABELS_FILE}")
     print(f"report: {out / 'report.md'}, {out / 'report.json'}")
     return 0
 
@@ -228,6 +241,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=0, metavar="N", help="first N items of each benchmark (0: all)")
     p.add_argument("--calibration-fraction", type=float, default=0.5, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="split, folds, bootstrap and sampling seed (default: %(default)s)")
+    add_price_option(p)
     g = p.add_argument_group("generation")
     g.add_argument("--temperature", type=float, default=0.7, help="of the n sampled samples (default: %(default)s)")
     g.add_argument("--max-tokens", type=int, default=256, help="(default: %(default)s)")

@@ -165,6 +165,16 @@ class GrpcModelPoolClient(ModelPoolClient):
             raise dependency_error("model pool", self.address, exc) from exc
         return [m.name for m in response.models]
 
+    async def prices(self, timeout: float = 30.0) -> dict[str, float]:
+        """Price per million generated tokens of each model whose pool config sets one (ListModels)."""
+        try:
+            response = await self.stub.ListModels(
+                model_pool_pb2.ListModelsRequest(), timeout=timeout, metadata=self.metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise dependency_error("model pool", self.address, exc) from exc
+        return {m.name: m.price_per_million_tokens for m in response.models if m.HasField("price_per_million_tokens")}
+
 
 class GrpcVoterClient(VoterClient):
     """Voter.Vote; the full VoteResponse is kept as the outcome's ``detail``."""

@@ -275,6 +275,12 @@ class ModelConfig(ConfigModel):
     max_tokens_limit: int = Field(default=4096, ge=1)
     """Largest max_tokens a request may ask for; larger ends with INVALID_ARGUMENT."""
 
+    price_per_million_tokens: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    """Price of this model's generated tokens, in dollars (or any one unit for the whole pool) per million
+    tokens; reported by ListModels. ``avengers calibrate`` and ``avengers evaluate`` turn it into each query's
+    cost (mean generated tokens of the model's samples x this price) for cost-aware routing (Avengers-Pro,
+    arXiv 2508.12631). None: unknown (no costs are measured unless every measured model has a price)."""
+
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     """Ray Serve replicas of this model."""
 

@@ -9,7 +9,9 @@ multiple-choice questions about categories and numbers — so calibration needs 
 :func:`measure` asks every model for ``samples`` answers to each task (with the same chat messages the gateway
 sends, :func:`avengers.core.tasks.task_messages`), extracts each answer with the voter's extractor for the
 task type (:mod:`avengers.core.answers`) and scores the model on the task as the share of samples whose
-answer equals the gold one. The result is a labels set (:mod:`avengers.core.labels`).
+answer equals the gold one. The result is a labels set (:mod:`avengers.core.labels`); with a price for every
+model, each row also has ``costs``: the model's mean generated tokens over its samples x its price
+(:mod:`avengers.tools.costs`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from avengers.core.answers import TASK_TYPES, create_extractor
 from avengers.core.ensemble import ModelPoolClient, Sampling
 from avengers.core.labels import LabeledQuery, LabelSet
 from avengers.core.tasks import task_messages
+from avengers.tools.costs import query_cost
 
 
 class TasksError(ValueError):
@@ -198,18 +201,24 @@ async def measure(
     instructions: Mapping[str, str] | None = None,
     timeout_seconds: float = 600.0,
     progress: Callable[[str, int], None] | None = None,
+    prices: Mapping[str, float] | None = None,
 ) -> LabelSet:
     """Every model answers every task ``sampling.n`` times; scores are the share of right answers.
 
-    Models run concurrently (one request at a time each, as CPU engines serve); ``progress(model, done)``
-    is called after each task.
+    ``prices`` (per million generated tokens, one for every model): each row gets ``costs``, the model's mean
+    generated tokens on the task x its price. Models run concurrently (one request at a time each, as CPU
+    engines serve); ``progress(model, done)`` is called after each task.
     """
     if not models:
         raise ValueError("no models to calibrate")
+    if prices is not None and (unpriced := [m for m in models if m not in prices]):
+        raise ValueError(f"no price for models {unpriced}")
     scores: dict[str, list[float]] = {}
+    costs: dict[str, list[float]] = {}
 
     async def run(model: str) -> None:
         out = scores[model] = []
+        spent = costs[model] = []
         for i, task in enumerate(tasks):
             samples = await pool.generate(
                 model,
@@ -220,12 +229,17 @@ async def measure(
                 timeout=timeout_seconds,
             )
             out.append(score_texts(task, [s.text for s in samples]))
+            if prices is not None:
+                spent.append(query_cost([s.completion_tokens for s in samples], prices[model]))
             if progress is not None:
                 progress(model, i + 1)
 
     await asyncio.gather(*(run(m) for m in models))
     rows = [
-        LabeledQuery(task.id, task.dataset, "calibration", task.query, {m: round(scores[m][i], 4) for m in models})
+        LabeledQuery(
+            task.id, task.dataset, "calibration", task.query, {m: round(scores[m][i], 4) for m in models},
+            costs=None if prices is None else {m: costs[m][i] for m in models},
+        )
         for i, task in enumerate(tasks)
     ]
     return LabelSet(rows=rows, models=list(models))

@@ -60,16 +60,18 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "backend", "model_id", "replicas")
+    __slots__ = ("name", "backend", "model_id", "replicas", "price_per_million_tokens")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PER_MILLION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     name: str
     backend: str
     model_id: str
     replicas: int
-    def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., model_id: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+    price_per_million_tokens: float
+    def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., model_id: _Optional[str] = ..., replicas: _Optional[int] = ..., price_per_million_tokens: _Optional[float] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

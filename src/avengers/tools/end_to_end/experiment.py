@@ -3,7 +3,9 @@
 1. **Split** each dataset's queries into calibration and test (rows with a ``split`` keep theirs; the others
    by a seeded hash of their id, ``calibration_fraction`` of each dataset).
 2. **Label** every calibration query: each model's share of right samples (the labels format), the router's
-   training data. Test answers are graded only to score strategies, never to choose anything.
+   training data; with ``prices`` (per million tokens, every model) also its ``costs``: the model's mean
+   generated tokens over its samples x its price (:mod:`avengers.tools.costs`), so the router can route with
+   ``alpha``. Test answers are graded only to score strategies, never to choose anything.
 3. **Choose on calibration** by k-fold cross-validation inside the calibration split: for each router tried
    (each selector of ``selectors``; the cluster selectors with each K), the router is fitted (``core.fit``) on
    the other folds' labels and routes the held-out fold; every strategy is replayed there. The best single model is the single model with the best calibration accuracy; the best
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +33,7 @@ from avengers.core import ensemble
 from avengers.core.artifact import RouterArtifact
 from avengers.core.fit import fit_router_on_embeddings
 from avengers.core.labels import LabeledQuery, LabelSet
+from avengers.tools.costs import query_cost
 from avengers.tools.end_to_end.bootstrap import macro_mean, paired_bootstrap
 from avengers.tools.end_to_end.replay import (
     ROUTED,
@@ -107,12 +110,40 @@ class RouterChoice:
         return f"{self.selector} K={self.clusters}" if self.selector in CLUSTER_SELECTORS else self.selector
 
 
+def cost_matrix(recording: Recording, indices: Sequence[int], prices: Mapping[str, float]) -> np.ndarray:
+    """(len(indices), models) cost of each model on each query: its mean generated tokens over its samples (the
+    samples its score is measured on; counts estimated from words where not recorded) x its price."""
+    out = np.zeros((len(indices), len(recording.models)))
+    for row, index in enumerate(indices):
+        per_model = recording.samples[index]
+        for col, model in enumerate(recording.models):
+            out[row, col] = query_cost([s.token_count for s in per_model[model]], prices[model])
+    return out
+
+
+def calibration_labels(
+    recording: Recording, indices: Sequence[int], scores: np.ndarray, costs: np.ndarray | None = None
+) -> LabelSet:
+    """The labels of the queries ``indices`` (rows of ``scores`` and ``costs`` in that order)."""
+    models = recording.models
+    rows = [
+        LabeledQuery(
+            q.id, q.dataset, "calibration", q.query, {m: float(v) for m, v in zip(models, scores[j])},
+            costs=None if costs is None else {m: float(c) for m, c in zip(models, costs[j])},
+        )
+        for j, q in enumerate(recording.queries[i] for i in indices)
+    ]
+    return LabelSet(rows=rows, models=list(models), source="calibration split")
+
+
 @dataclass
 class RouterFit:
     """A router fitted with ``core.fit`` on calibration labels, and the ranking of every model per query."""
 
     artifact: RouterArtifact
     rankings: list[Ranking]
+    labels: LabelSet
+    """The labels it was fitted on."""
 
 
 def fit_and_route(
@@ -124,23 +155,18 @@ def fit_and_route(
     choice: RouterChoice,
     selection: SelectionConfig,
     embedder_name: str,
+    costs: np.ndarray | None = None,
 ) -> RouterFit:
-    """Fit on the labels of ``fit_indices`` (rows of ``scores`` in that order) and rank every model for each
-    query of ``route_indices``."""
+    """Fit on the labels of ``fit_indices`` (rows of ``scores`` and ``costs`` in that order) and rank every
+    model for each query of ``route_indices``."""
     models = recording.models
-    rows = [
-        LabeledQuery(
-            q.id, q.dataset, "calibration", q.query, {m: float(v) for m, v in zip(models, score_row)}
-        )
-        for q, score_row in zip((recording.queries[i] for i in fit_indices), scores)
-    ]
-    labels = LabelSet(rows=rows, models=list(models), source="calibration split")
+    labels = calibration_labels(recording, fit_indices, scores, costs)
     routing = RoutingConfig(**{**selection.routing.to_dict(), "strategy": choice.selector, "top_n": len(models)})
     artifact = fit_router_on_embeddings(
         labels,
         embeddings[list(fit_indices)],
         embedder_name,
-        ClusteringConfig(k=min(choice.clusters, len(rows)), seed=selection.seed),
+        ClusteringConfig(k=min(choice.clusters, len(labels)), seed=selection.seed),
         ScoringConfig(smoothing=selection.smoothing),
         routing,
     )
@@ -149,7 +175,7 @@ def fit_and_route(
     rankings = [
         tuple(ensemble.RankedModel(models[m], float(s)) for m, s in zip(route.models, route.scores)) for route in routes
     ]
-    return RouterFit(artifact, rankings)
+    return RouterFit(artifact, rankings, labels)
 
 
 @dataclass
@@ -185,6 +211,10 @@ class Evaluation:
     """Calibration accuracy of the single-model baselines and the oracle."""
     router: RouterArtifact
     selection: SelectionConfig
+    labels: LabelSet | None = None
+    """The calibration labels the chosen router was fitted on (with ``costs`` when prices were given)."""
+    prices: dict[str, float] | None = None
+    """Price per million generated tokens of each model the costs were measured with; None: no costs."""
     datasets: dict[str, dict[str, int]] = field(default_factory=dict)
     """Queries per dataset in each split."""
     test_by_router: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -220,8 +250,12 @@ def evaluate_recording(
     progress: bool = False,
     status: Callable[[str], None] | None = None,
     test_every_k: bool = True,
+    prices: Mapping[str, float] | None = None,
 ) -> Evaluation:
-    """Split, choose on calibration, evaluate on test (the module docstring)."""
+    """Split, choose on calibration, evaluate on test (the module docstring). ``prices``: per million generated
+    tokens of every model, for the labels' costs (None: no costs)."""
+    if prices is not None and (unpriced := [m for m in recording.models if m not in prices]):
+        raise ValueError(f"no price for models {unpriced}")
     selection = selection or SelectionConfig()
     say = status or (lambda message: log.info("%s", message))
     replay = replay or Replay(recording)
@@ -235,6 +269,7 @@ def evaluate_recording(
     specs = build_specs(recording.models, recording.samples_per_model(), n)
     say(f"grading {sum(1 for _ in recording.rows())} samples of {len(recording.models)} models")
     cal_scores = replay.score_matrix(cal_indices)
+    cal_costs = None if prices is None else cost_matrix(recording, cal_indices, prices)
 
     cal_groups = list(dataset_groups(recording, cal_indices).values())
     fixed = replay_many(replay, [s for s in specs if s.kind != ROUTED], cal_indices)
@@ -254,7 +289,7 @@ def evaluate_recording(
             train = np.flatnonzero(folds != fold) if len(fold_ids) > 1 else held
             fitted = fit_and_route(
                 recording, cal_scores[train], embeddings, cal_indices[train], cal_indices[held], choice, selection,
-                embedder_name,
+                embedder_name, None if cal_costs is None else cal_costs[train],
             )
             results = replay_many(replay, routed, cal_indices[held], fitted.rankings)
             for name, result in results.items():
@@ -279,7 +314,7 @@ def evaluate_recording(
     )
 
     fitted = fit_and_route(
-        recording, cal_scores, embeddings, cal_indices, test_indices, choice, selection, embedder_name
+        recording, cal_scores, embeddings, cal_indices, test_indices, choice, selection, embedder_name, cal_costs
     )
     results = replay_many(replay, specs, test_indices, fitted.rankings)
     groups = dataset_groups(recording, test_indices)
@@ -307,7 +342,8 @@ def evaluate_recording(
         if other_choice == choice:
             continue
         other = fit_and_route(
-            recording, cal_scores, embeddings, cal_indices, test_indices, other_choice, selection, embedder_name
+            recording, cal_scores, embeddings, cal_indices, test_indices, other_choice, selection, embedder_name,
+            cal_costs,
         )
         routed_results = replay_many(replay, routed, test_indices, other.rankings)
         test_by_router[other_choice.label] = {
@@ -330,6 +366,8 @@ def evaluate_recording(
         calibration_accuracy=calibration_accuracy,
         router=fitted.artifact,
         selection=selection,
+        labels=fitted.labels,
+        prices=None if prices is None else {m: float(prices[m]) for m in recording.models},
         datasets=datasets,
         test_by_router={c.label: test_by_router[c.label] for c in tried if c.label in test_by_router},
     )

@@ -11,12 +11,16 @@
       "best_ensemble": {"name", "accuracy", "calibration_accuracy", "difference", "ci95": [low, high],
                         "strategy", "params", "router", "selector", "clusters"},
       "datasets": {DATASET: {"calibration": int, "test": int}}, "models": [...], "router": {...},
-      "selection": {...}, "tokens_estimated": bool, ...
+      "selection": {...}, "tokens_estimated": bool,
+      "costs": {"measured": bool, "prices_per_million_tokens": {MODEL: float} | null, "labels": FILE}, ...
     }
 
 ``accuracy`` is the test accuracy averaged over datasets; ``tokens`` the generated tokens of the samples the
 strategy used on the test split; ``ci95`` the paired bootstrap 95% interval of the accuracy minus the best
 single model's. ``best_single`` and ``best_ensemble`` are chosen on the calibration split.
+
+``calibration_labels.jsonl`` holds the labels the chosen router was fitted on (the labels format, ready for
+``avengers fit``), with measured ``costs`` when every model had a price (:mod:`avengers.tools.costs`).
 """
 
 from __future__ import annotations
@@ -24,18 +28,22 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from avengers.core.labels import write_labels
 from avengers.tools.end_to_end.experiment import Evaluation, StrategyScore
 from avengers.tools.end_to_end.replay import ORACLE, ROUTED, SINGLE
 from avengers.tools.end_to_end.samples import write_atomically, write_bytes_atomically
 
 REPORT_FORMAT = "avengers-evaluate"
 REPORT_VERSION = 1
+LABELS_FILE = "calibration_labels.jsonl"
+"""The calibration labels the chosen router was fitted on, next to the report."""
 
 
 def _round(value: float | None, digits: int = 6) -> float | None:
@@ -84,6 +92,11 @@ def report_json(evaluation: Evaluation, extra: dict[str, Any] | None = None) -> 
         "models": evaluation.recording.models,
         "datasets": evaluation.datasets,
         "tokens_estimated": not evaluation.recording.tokens_recorded,
+        "costs": {
+            "measured": evaluation.prices is not None,
+            "prices_per_million_tokens": evaluation.prices,
+            "labels": LABELS_FILE if evaluation.labels is not None else None,
+        },
         "strategies": {name: strategy_entry(score, groups) for name, score in scores.items()},
         "best_single": {
             "name": evaluation.best_single,
@@ -109,6 +122,7 @@ def report_json(evaluation: Evaluation, extra: dict[str, Any] | None = None) -> 
             "embedder": router.embedder_model,
             "routing": router.routing.to_dict(),
             "smoothing": evaluation.selection.smoothing,
+            "has_costs": router.costs is not None,
         },
         "selection": {
             "method": f"{evaluation.selection.folds}-fold cross-validation inside the calibration split",
@@ -188,6 +202,12 @@ def report_markdown(evaluation: Evaluation, report: dict[str, Any], command: str
     )
     if report.get("tokens_estimated"):
         out.write("Token counts were not recorded for every sample: they are estimated as whitespace-separated words.\n\n")
+    if evaluation.prices is not None:
+        prices = ", ".join(f"`{m}` {p:g}" for m, p in evaluation.prices.items())
+        out.write(f"Calibration labels carry measured costs (mean generated tokens x price per million tokens: "
+                  f"{prices}); the router can route with alpha.\n\n")
+    else:
+        out.write("No costs measured (no model has a price): the router routes on quality only.\n\n")
     out.write("| strategy | accuracy | vs best single (95% CI) | calibration | tokens | engine calls | " +
               " | ".join(datasets) + " |\n")
     out.write("|---|---:|---|---:|---:|---:|" + "---:|" * len(datasets) + "\n")
@@ -286,6 +306,10 @@ def write_report(
         )
     for path, (values, title) in charts.items():
         write_bytes_atomically(path, bar_chart(names, values, title, highlight))
+    if evaluation.labels is not None:
+        partial = directory / f".{LABELS_FILE}.tmp"
+        write_labels(partial, evaluation.labels.rows)
+        os.replace(partial, directory / LABELS_FILE)
     write_atomically(directory / "report.md", lambda fh: fh.write(report_markdown(evaluation, report, command)))
     write_atomically(directory / "report.json", lambda fh: fh.write(json.dumps(report, indent=2) + "\n"))
     return report
