@@ -104,9 +104,9 @@ async def test_llama_cpp_stream_matches_generate(smol):
         assert not finishes.get(delta.index), "no delta after a sample's last one"
         texts[delta.index] += delta.text
         if delta.finish_reason:
-            finishes[delta.index] = (delta.finish_reason, delta.completion_tokens)
+            finishes[delta.index] = (delta.finish_reason, delta.completion_tokens, delta.prompt_tokens)
     assert texts == {s.index: s.text for s in whole.samples}
-    assert finishes == {s.index: (s.finish_reason, s.completion_tokens) for s in whole.samples}
+    assert finishes == {s.index: (s.finish_reason, s.completion_tokens, whole.prompt_tokens) for s in whole.samples}
 
 
 @module_loop
@@ -321,6 +321,9 @@ class FakeOpenAIServer:
             for i in range(n):
                 end = {"index": i, "delta": {}, "finish_reason": "stop"} if chat else {"index": i, "text": "", "finish_reason": "stop"}
                 await response.write(f"data: {json.dumps({'choices': [end]})}\n\n".encode())
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {"prompt_tokens": 7, "completion_tokens": 3 * n}
+                await response.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
             await response.write(b"data: [DONE]\n\n")
             return response
         choices = [
@@ -397,9 +400,11 @@ async def test_openai_stream(fake_openai):
         async for delta in engine.stream(request(n=2)):
             texts[delta.index] += delta.text
             if delta.finish_reason:
-                finish[delta.index] = delta.finish_reason
+                finish[delta.index] = (delta.finish_reason, delta.completion_tokens, delta.prompt_tokens)
         assert texts == {0: "served-7b says 0 ", 1: "served-7b says 1 "}
-        assert finish == {0: "stop", 1: "stop"}
+        # each sample's last delta waited for the usage event after the choices, to carry the prompt tokens
+        assert finish == {0: ("stop", 3, 7), 1: ("stop", 3, 7)}
+        assert (engine.stats.prompt_tokens, engine.stats.completion_tokens, engine.stats.samples) == (7, 6, 2)
         assert fake_openai.bodies[0]["stream"] is True
     finally:
         await engine.shutdown()
@@ -642,7 +647,8 @@ async def test_vllm_stream_counts_tokens_and_aborts_on_cancel():
     assert llm.calls[0][1].output_kind == "DELTA" and llm.calls[0][1].stop == ["###"]
     text = {i: "".join(d.text for d in deltas if d.index == i) for i in (0, 1)}
     assert text == {0: "alpha0 beta0 ", 1: "alpha1 beta1 "}
-    assert [(d.index, d.finish_reason, d.completion_tokens) for d in deltas if d.finish_reason] == [(0, "stop", 2), (1, "stop", 2)]
+    assert [(d.index, d.finish_reason, d.completion_tokens, d.prompt_tokens) for d in deltas if d.finish_reason] == [
+        (0, "stop", 2, 5), (1, "stop", 2, 5)]
     stats = engine.stats
     assert (stats.requests, stats.prefills, stats.samples, stats.completion_tokens) == (1, 1, 2, 4)
     assert stats.prompt_tokens == 5  # "<user> What is 2+3? <assistant>": 5 fake tokens

@@ -133,9 +133,10 @@ async def test_stream(pool):
         assert chunk.model == "smollm2"
         texts[chunk.index] += chunk.delta
         if chunk.finish_reason:
-            finishes[chunk.index] = chunk.finish_reason
+            finishes[chunk.index] = (chunk.finish_reason, chunk.completion_tokens, chunk.prompt_tokens)
     assert texts == {s.index: s.text for s in whole.samples}
-    assert finishes == {s.index: s.finish_reason for s in whole.samples}
+    usage = whole.usage.prompt_tokens  # a sample's last chunk has its tokens and the request's prompt tokens
+    assert finishes == {s.index: (s.finish_reason, s.completion_tokens, usage) for s in whole.samples}
     replay_chunks = [c async for c in stub.GenerateStream(gen("replay-7b", "What is 6*7?", n=2))]
     assert [(c.index, c.finish_reason) for c in replay_chunks] == [(0, "stop"), (1, "stop")]
 

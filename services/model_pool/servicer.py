@@ -210,7 +210,8 @@ class ModelPoolServicer(model_pool_pb2_grpc.ModelPoolServicer):
         name = target.config.name
         async for delta in target.stream(engine_request):
             yield model_pool_pb2.GenerateChunk(
-                index=delta.index, delta=delta.text, finish_reason=delta.finish_reason, model=name
+                index=delta.index, delta=delta.text, finish_reason=delta.finish_reason, model=name,
+                completion_tokens=delta.completion_tokens, prompt_tokens=delta.prompt_tokens,
             )
 
     async def list_models(self) -> model_pool_pb2.ListModelsResponse:

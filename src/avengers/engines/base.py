@@ -104,6 +104,9 @@ class SampleDelta:
     finish_reason: str = ""
     completion_tokens: int = 0
     """Tokens of the sample so far (set on the last delta)."""
+    prompt_tokens: int = 0
+    """Prompt tokens of the request (set on each sample's last delta, the same number on each: the n samples
+    share one prefill)."""
 
 
 @dataclass
@@ -158,7 +161,7 @@ class Engine(ABC):
         """Text deltas of every sample as they are produced. Default: each whole sample as one delta."""
         result = await self.generate(request)
         for s in result.samples:
-            yield SampleDelta(s.index, s.text, s.finish_reason, s.completion_tokens)
+            yield SampleDelta(s.index, s.text, s.finish_reason, s.completion_tokens, result.prompt_tokens)
 
     async def check_health(self) -> None:
         """Raise if the engine cannot serve (Ray Serve then restarts the replica). Default: healthy."""

@@ -364,5 +364,5 @@ class LlamaCppEngine(Engine):
         # An incomplete UTF-8 sequence at the cut becomes U+FFFD; what push() releases belongs to the tail too.
         tail = scanner.push(decoder.decode(b"", final=True)) + scanner.flush()
         if emit is not None:
-            emit(SampleDelta(index, tail, finish, count))
+            emit(SampleDelta(index, tail, finish, count, prompt_tokens=prefix + 1))  # cached prefix + last token
         return GeneratedSample(index=index, text=scanner.text, finish_reason=finish, completion_tokens=count)

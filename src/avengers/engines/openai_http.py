@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from avengers.config.model_pool import ModelConfig
@@ -205,6 +206,10 @@ class OpenAIHTTPEngine(Engine):
         path, body = self._body(request, request.sampling.n, request.sampling.seed, stream=True)
         response = await self._send(path, body, stream=True)
         counts = [0] * request.sampling.n
+        # Each sample's last delta waits for the usage event after the last choice (stream_options.include_usage)
+        # so it can carry the prompt tokens; servers that send none give 0.
+        last: list[SampleDelta] = []
+        prompt_tokens = 0
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -216,6 +221,7 @@ class OpenAIHTTPEngine(Engine):
                     event = json.loads(data)
                 except ValueError as exc:
                     raise EngineUnavailable(f"model {self.name!r}: malformed stream event: {data[:200]}") from exc
+                prompt_tokens = int((event.get("usage") or {}).get("prompt_tokens") or prompt_tokens)
                 for choice in event.get("choices") or []:
                     index = int(choice.get("index", 0))
                     if not 0 <= index < len(counts):
@@ -225,9 +231,12 @@ class OpenAIHTTPEngine(Engine):
                     if text:  # one chunk is one token on vLLM and llama.cpp servers
                         counts[index] += 1
                     finish = choice.get("finish_reason") or ""
-                    if text or finish:
-                        yield SampleDelta(index, text or "", finish, counts[index] if finish else 0)
+                    if finish:
+                        last.append(SampleDelta(index, text or "", finish, counts[index]))
+                    elif text:
+                        yield SampleDelta(index, text)
         finally:
             await response.aclose()
-        self.stats.requests += 1
-        self.stats.prefills += 1
+        for delta in last:
+            yield replace(delta, prompt_tokens=prompt_tokens)
+        self.stats.record_counts(prompt_tokens, sum(counts), len(counts))

@@ -305,5 +305,6 @@ class VLLMEngine(Engine):
                 finish = c.finish_reason or ""
                 if c.text or finish:
                     for index in range(c.index, c.index + copies):
-                        yield SampleDelta(index, c.text, finish, tokens[c.index] if finish else 0)
+                        yield SampleDelta(index, c.text, finish, tokens[c.index] if finish else 0,
+                                          prompt_tokens if finish else 0)
         self.stats.record_counts(prompt_tokens, sum(tokens.values()) * copies, n)

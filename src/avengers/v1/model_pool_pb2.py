@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from avengers.v1 import common_pb2 as avengers_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61vengers/v1/model_pool.proto\x12\x0b\x61vengers.v1\x1a\x18\x61vengers/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xb0\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12*\n\x08messages\x18\x03 \x03(\x0b\x32\x18.avengers.v1.ChatMessage\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.avengers.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x0f\n\x07task_id\x18\x06 \x01(\t\"~\n\x10GenerateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x07samples\x18\x02 \x03(\x0b\x32\x13.avengers.v1.Sample\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.avengers.v1.Usage\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"S\n\rGenerateChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"\x13\n\x11ListModelsRequest\"\x92\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\r\x12%\n\x18price_per_million_tokens\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\x1b\n\x19_price_per_million_tokens\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.avengers.v1.ModelInfo2\xf1\x01\n\tModelPool\x12G\n\x08Generate\x12\x1c.avengers.v1.GenerateRequest\x1a\x1d.avengers.v1.GenerateResponse\x12L\n\x0eGenerateStream\x12\x1c.avengers.v1.GenerateRequest\x1a\x1a.avengers.v1.GenerateChunk0\x01\x12M\n\nListModels\x12\x1e.avengers.v1.ListModelsRequest\x1a\x1f.avengers.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61vengers/v1/model_pool.proto\x12\x0b\x61vengers.v1\x1a\x18\x61vengers/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xb0\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12*\n\x08messages\x18\x03 \x03(\x0b\x32\x18.avengers.v1.ChatMessage\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.avengers.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x0f\n\x07task_id\x18\x06 \x01(\t\"~\n\x10GenerateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x07samples\x18\x02 \x03(\x0b\x32\x13.avengers.v1.Sample\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.avengers.v1.Usage\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x85\x01\n\rGenerateChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\r\x12\x15\n\rprompt_tokens\x18\x06 \x01(\r\"\x13\n\x11ListModelsRequest\"\x92\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\r\x12%\n\x18price_per_million_tokens\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\x1b\n\x19_price_per_million_tokens\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.avengers.v1.ModelInfo2\xf1\x01\n\tModelPool\x12G\n\x08Generate\x12\x1c.avengers.v1.GenerateRequest\x1a\x1d.avengers.v1.GenerateResponse\x12L\n\x0eGenerateStream\x12\x1c.avengers.v1.GenerateRequest\x1a\x1a.avengers.v1.GenerateChunk0\x01\x12M\n\nListModels\x12\x1e.avengers.v1.ListModelsRequest\x1a\x1f.avengers.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,14 +38,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST']._serialized_end=294
   _globals['_GENERATERESPONSE']._serialized_start=296
   _globals['_GENERATERESPONSE']._serialized_end=422
-  _globals['_GENERATECHUNK']._serialized_start=424
-  _globals['_GENERATECHUNK']._serialized_end=507
-  _globals['_LISTMODELSREQUEST']._serialized_start=509
-  _globals['_LISTMODELSREQUEST']._serialized_end=528
-  _globals['_MODELINFO']._serialized_start=531
-  _globals['_MODELINFO']._serialized_end=677
-  _globals['_LISTMODELSRESPONSE']._serialized_start=679
-  _globals['_LISTMODELSRESPONSE']._serialized_end=739
-  _globals['_MODELPOOL']._serialized_start=742
-  _globals['_MODELPOOL']._serialized_end=983
+  _globals['_GENERATECHUNK']._serialized_start=425
+  _globals['_GENERATECHUNK']._serialized_end=558
+  _globals['_LISTMODELSREQUEST']._serialized_start=560
+  _globals['_LISTMODELSREQUEST']._serialized_end=579
+  _globals['_MODELINFO']._serialized_start=582
+  _globals['_MODELINFO']._serialized_end=728
+  _globals['_LISTMODELSRESPONSE']._serialized_start=730
+  _globals['_LISTMODELSRESPONSE']._serialized_end=790
+  _globals['_MODELPOOL']._serialized_start=793
+  _globals['_MODELPOOL']._serialized_end=1034
 # @@protoc_insertion_point(module_scope)

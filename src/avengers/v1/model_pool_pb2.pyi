@@ -44,16 +44,20 @@ class GenerateResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[_common_pb2.Sample, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GenerateChunk(_message.Message):
-    __slots__ = ("index", "delta", "finish_reason", "model")
+    __slots__ = ("index", "delta", "finish_reason", "model", "completion_tokens", "prompt_tokens")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     index: int
     delta: str
     finish_reason: str
     model: str
-    def __init__(self, index: _Optional[int] = ..., delta: _Optional[str] = ..., finish_reason: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    completion_tokens: int
+    prompt_tokens: int
+    def __init__(self, index: _Optional[int] = ..., delta: _Optional[str] = ..., finish_reason: _Optional[str] = ..., model: _Optional[str] = ..., completion_tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
