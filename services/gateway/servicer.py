@@ -180,6 +180,7 @@ def ask_response(answer: EnsembleAnswer, request_id: str) -> gateway_pb2.AskResp
                               completion_tokens=s.completion_tokens, model=s.model)
             for s in answer.samples
         ],
+        usage=common_pb2.Usage(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens),
     )
 
 

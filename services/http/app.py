@@ -10,13 +10,16 @@ Routes:
 - ``GET /health`` (the process is up; no auth) and ``GET /ready`` (the Gateway answers health checks).
 
 Ensemble options travel as extra body fields (the OpenAI SDK's ``extra_body``): ``strategy``,
-``switch_threshold``, ``task_type``, ``routing``, ``vote``, ``tests``, ``entry_point``, ``task_id``,
-``no_cache``, and any further AskRequest field the contract has (e.g. ``alpha``). A response's ``model``
-names the model(s) whose samples were voted on ("a+b"); ``usage.completion_tokens`` sums every sample's
-tokens; the extra ``avengers`` object carries request id, answer, cluster, router version, votes, agreement,
-failed models and whether it was cached. Errors are OpenAI-style ``{"error": {"message", "type", "param",
-"code"}}`` with 400 (bad input), 401 (token), 404 (unknown model), 413 (body too large), 429 (too many
-requests), 503 (a dependency is down), 504 (deadline).
+``switch_threshold``, ``top_k`` (routed models sharing the samples under the top-k strategies; not token
+top-k sampling), ``task_type``, ``routing``, ``vote``, ``tests``, ``entry_point``, ``task_id``, ``no_cache``,
+and any further AskRequest field the contract has (e.g. ``alpha``). A response's ``model`` names the model(s)
+whose samples were voted on ("a+b"); ``usage.completion_tokens`` sums every sample's tokens and
+``usage.prompt_tokens`` counts the prompt once per model pool engine call (n samples of one call share one
+prefill), each model with its own tokenizer and chat template; the extra ``avengers`` object carries request
+id, answer, cluster, router version, votes, agreement, failed models and whether it was cached. A streamed
+direct call streams the model's tokens as the engine produces them (ModelPool.GenerateStream). Errors are
+OpenAI-style ``{"error": {"message", "type", "param", "code"}}`` with 400 (bad input), 401 (token), 404
+(unknown model), 413 (body too large), 429 (too many requests), 503 (a dependency is down), 504 (deadline).
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from avengers.client import AsyncClient, AvengersError, ask_request
+from avengers.clients.ensemble import GrpcModelPoolClient
 from avengers.config.http_service import HttpServiceConfig
-from avengers.core.ensemble import DependencyError, ModelPoolClient, Sampling
+from avengers.core.ensemble import DependencyError, Sampling
 from avengers.observability.metrics import counter, histogram
 from avengers.rpc.enums import ENSEMBLE_STRATEGY, TASK_TYPE
 from avengers.rpc.security import TokenAuthInterceptor
@@ -62,8 +66,8 @@ STATUS_TO_HTTP = {
     "UNAUTHENTICATED": (502, "upstream_error"),  # the gateway refused OUR credentials: a deployment problem
 }
 FINISH_REASONS = {"stop", "length", "content_filter", "tool_calls"}
-ENSEMBLE_FIELDS = ("strategy", "switch_threshold", "task_type", "routing", "vote", "tests", "entry_point", "task_id",
-                   "no_cache")
+ENSEMBLE_FIELDS = ("strategy", "switch_threshold", "top_k", "task_type", "routing", "vote", "tests", "entry_point",
+                   "task_id", "no_cache")
 
 
 class ApiError(Exception):
@@ -112,6 +116,9 @@ class _Body(BaseModel):
     # Ensemble options (extra_body)
     strategy: str | None = None
     switch_threshold: float | None = None
+    top_k: int | None = Field(default=None, ge=1, le=64, strict=True)
+    """Routed models that share the n samples (top_k_vote, score_weighted_vote, log_odds_vote); the gateway's
+    ``limits.max_top_k`` caps it."""
     task_type: str | None = None
     routing: str | None = None
     vote: str | None = None
@@ -191,9 +198,19 @@ def _validation_error(exc: pydantic.ValidationError) -> ApiError:
 # --------------------------------------------------------------------------------------------- responses
 
 
-def _usage(completion_tokens: int) -> dict[str, int]:
-    # The gateway does not report prompt tokens (several models, each with its own tokenizer and template).
-    return {"prompt_tokens": 0, "completion_tokens": completion_tokens, "total_tokens": completion_tokens}
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _ensemble_usage(response: gateway_pb2.AskResponse) -> dict[str, int]:
+    """The Gateway's usage: the prompt once per engine call, completion tokens summed over samples."""
+    return _usage(response.usage.prompt_tokens, sum(s.completion_tokens for s in response.samples))
+
+
+def _reason(finish_reason: str) -> str:
+    """A pool finish reason as OpenAI's (the pool's "error" and unknown reasons become "stop")."""
+    return finish_reason if finish_reason in FINISH_REASONS else "stop"
 
 
 def _finish_reason(response: gateway_pb2.AskResponse) -> str:
@@ -285,7 +302,7 @@ DONE = sse("[DONE]")
 class HttpApi:
     """The handlers, over one Gateway client and (optionally) one model pool client."""
 
-    def __init__(self, config: HttpServiceConfig, gateway: AsyncClient, pool: ModelPoolClient | None,
+    def __init__(self, config: HttpServiceConfig, gateway: AsyncClient, pool: GrpcModelPoolClient | None,
                  tokens: tuple[str, ...] = ()):
         self.config = config
         self.gateway = gateway
@@ -457,7 +474,7 @@ class HttpApi:
             response.request_id,
             "+".join(response.models) or self.config.ensemble_model,
             [shape.choice(0, response.text or response.answer, _finish_reason(response))],
-            _usage(sum(s.completion_tokens for s in response.samples)),
+            _ensemble_usage(response),
             avengers=ensemble_summary(response),
         ))
 
@@ -512,7 +529,7 @@ class HttpApi:
                                               avengers={"event": "result", **ensemble_summary(r)}))
                         if include_usage:
                             yield sse(shape.chunk(id_, created, answered, [],
-                                                  usage=_usage(sum(s.completion_tokens for s in r.samples))))
+                                                  usage=_ensemble_usage(r)))
                     try:
                         event = await events.__anext__()
                     except StopAsyncIteration:
@@ -538,24 +555,55 @@ class HttpApi:
             max_tokens=body.token_limit or 0, stop=tuple(body.stops), seed=body.seed,
         )
         id_ = uuid.uuid4().hex
+        if body.stream:
+            return await self._direct_stream(body, shape, sampling, id_)
         samples = await self.pool.generate(body.model, body.chat(), sampling, task_id=body.task_id or "",
                                            request_id=id_, timeout=self.config.limits.timeout_seconds)
-        usage = _usage(sum(s.completion_tokens for s in samples))
-        reasons = [s.finish_reason if s.finish_reason in FINISH_REASONS else "stop" for s in samples]
-        if not body.stream:
-            choices = [shape.choice(i, s.text, reasons[i]) for i, s in enumerate(samples)]
-            return JSONResponse(shape.completion(id_, body.model, choices, usage))
+        usage = _usage(sum(s.prompt_tokens for s in samples), sum(s.completion_tokens for s in samples))
+        choices = [shape.choice(i, s.text, _reason(s.finish_reason)) for i, s in enumerate(samples)]
+        return JSONResponse(shape.completion(id_, body.model, choices, usage))
+
+    async def _direct_stream(self, body: _Body, shape: Shape, sampling: Sampling, id_: str) -> Response:
+        """One pool model's tokens as the engine produces them (ModelPool.GenerateStream), the n choices
+        interleaved by index; each choice ends with its finish_reason."""
+        assert self.pool is not None
+        chunks = self.pool.generate_stream(body.model, body.chat(), sampling, task_id=body.task_id or "",
+                                           request_id=id_, timeout=self.config.limits.timeout_seconds)
+        try:
+            first = await anext(chunks, None)  # errors before the first chunk are a plain HTTP error
+        except BaseException:
+            await chunks.aclose()
+            raise
         created = int(time.time())
 
         async def stream() -> AsyncIterator[bytes]:
-            for i, s in enumerate(samples):
-                yield sse(shape.chunk(id_, created, body.model, [shape.delta(i, s.text, None, first=True)]))
-                yield sse(shape.chunk(id_, created, body.model, [shape.delta(i, None, reasons[i])]))
-            if body.include_usage:
-                yield sse(shape.chunk(id_, created, body.model, [], usage=usage))
+            started: set[int] = set()
+            prompt_tokens = completion_tokens = 0
+            chunk = first
+            try:
+                while chunk is not None:
+                    index = chunk.index
+                    if chunk.delta or index not in started:
+                        yield sse(shape.chunk(id_, created, body.model,
+                                              [shape.delta(index, chunk.delta, None, first=index not in started)]))
+                        started.add(index)
+                    if chunk.finish_reason:
+                        completion_tokens += chunk.completion_tokens
+                        prompt_tokens = max(prompt_tokens, chunk.prompt_tokens)  # the same on every sample
+                        yield sse(shape.chunk(id_, created, body.model,
+                                              [shape.delta(index, None, _reason(chunk.finish_reason))]))
+                    chunk = await anext(chunks, None)
+                if body.include_usage:
+                    yield sse(shape.chunk(id_, created, body.model, [],
+                                          usage=_usage(prompt_tokens, completion_tokens)))
+            except DependencyError as exc:  # after the 200 is sent: the error goes in the stream
+                yield sse(upstream_error(exc).body())
+            finally:
+                await chunks.aclose()
             yield DONE
 
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -24,7 +24,9 @@ Connection security, as the servers' ``server:`` config expects it: ``tls=True``
 ``ca_file`` for TLS, ``cert_file`` + ``key_file`` for mutual TLS, and a bearer token (``token``, or
 ``token_env`` naming the environment variable that holds it). Failed calls raise :class:`AvengersError`
 with the gRPC status name and the server's message. Responses are the contract's messages
-(``avengers.v1.gateway_pb2.AskResponse``, ``AskEvent``, ``FeedbackResponse``, ``router_pb2.RouteResponse``).
+(``avengers.v1.gateway_pb2.AskResponse``, ``AskEvent``, ``FeedbackResponse``, ``router_pb2.RouteResponse``);
+an AskResponse's ``usage`` has the answer's tokens (``prompt_tokens`` once per model pool engine call,
+``completion_tokens`` over all samples).
 """
 
 from __future__ import annotations

@@ -83,6 +83,8 @@ def describe(response, show_samples: bool) -> str:
     ]
     if response.failed_models:
         lines.append(f"failed:   {', '.join(response.failed_models)}")
+    usage = response.usage
+    lines.append(f"tokens:   {usage.prompt_tokens} prompt, {usage.completion_tokens} completion")
     lines.append(f"request:  {response.request_id}" + (" (cached)" if response.cached else ""))
     if response.text:
         lines += ["", response.text.strip()]

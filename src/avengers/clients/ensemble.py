@@ -6,7 +6,7 @@ dependency and its status, so the pipeline can fall back and the gateway can say
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -114,7 +114,7 @@ class EmbeddingRouterClient(GrpcRouterClient):
 
 
 class GrpcModelPoolClient(ModelPoolClient):
-    """ModelPool.Generate, with the Ray Serve "application" metadata when configured."""
+    """ModelPool.Generate (and GenerateStream), with the Ray Serve "application" metadata when configured."""
 
     def __init__(self, channel: grpc.aio.Channel, address: str, application: str | None):
         self.stub = model_pool_pb2_grpc.ModelPoolStub(channel)
@@ -131,6 +131,46 @@ class GrpcModelPoolClient(ModelPoolClient):
         request_id: str,
         timeout: float,
     ) -> list[Sample]:
+        request = self._request(model, messages, sampling, task_id=task_id, request_id=request_id)
+        try:
+            response = await self.stub.Generate(request, timeout=timeout, metadata=self.metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise dependency_error("model pool", self.address, exc) from exc
+        prompt_tokens = response.usage.prompt_tokens  # one prefill for the call: on its first sample only
+        return [
+            Sample(model=model, index=s.index, text=s.text, finish_reason=s.finish_reason,
+                   completion_tokens=s.completion_tokens, prompt_tokens=prompt_tokens if i == 0 else 0)
+            for i, s in enumerate(response.samples)
+        ]
+
+    async def generate_stream(
+        self,
+        model: str,
+        messages: Sequence[tuple[str, str]],
+        sampling: Sampling,
+        *,
+        task_id: str,
+        request_id: str,
+        timeout: float,
+    ) -> AsyncIterator[model_pool_pb2.GenerateChunk]:
+        """ModelPool.GenerateStream: the text deltas of every sample as the engine produces them (token by token
+        on the llama_cpp, vLLM and OpenAI-compatible backends; a whole sample per chunk on replay and on an
+        OpenAI-compatible backend with ``split_n``). A sample's last chunk has its finish_reason,
+        completion_tokens and the request's prompt_tokens. Raises DependencyError."""
+        request = self._request(model, messages, sampling, task_id=task_id, request_id=request_id)
+        call = self.stub.GenerateStream(request, timeout=timeout, metadata=self.metadata)
+        try:
+            async for chunk in call:
+                yield chunk
+        except grpc.aio.AioRpcError as exc:
+            raise dependency_error("model pool", self.address, exc) from exc
+        finally:
+            call.cancel()  # the caller stopped reading: the pool stops generating
+
+    @staticmethod
+    def _request(
+        model: str, messages: Sequence[tuple[str, str]], sampling: Sampling, *, task_id: str, request_id: str
+    ) -> model_pool_pb2.GenerateRequest:
         params = common_pb2.SamplingParams(
             n=sampling.n, temperature=sampling.temperature, max_tokens=sampling.max_tokens, stop=sampling.stop
         )
@@ -138,22 +178,13 @@ class GrpcModelPoolClient(ModelPoolClient):
             params.top_p = sampling.top_p
         if sampling.seed is not None:
             params.seed = sampling.seed
-        request = model_pool_pb2.GenerateRequest(
+        return model_pool_pb2.GenerateRequest(
             model=model,
             messages=[model_pool_pb2.ChatMessage(role=role, content=content) for role, content in messages],
             sampling=params,
             request_id=request_id,
             task_id=task_id,
         )
-        try:
-            response = await self.stub.Generate(request, timeout=timeout, metadata=self.metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise dependency_error("model pool", self.address, exc) from exc
-        return [
-            Sample(model=model, index=s.index, text=s.text, finish_reason=s.finish_reason,
-                   completion_tokens=s.completion_tokens)
-            for s in response.samples
-        ]
 
     async def list_models(self, timeout: float = 30.0) -> list[str]:
         """Names of the models the pool serves (DependencyError when it cannot be asked)."""

@@ -143,6 +143,9 @@ class Sample:
     text: str
     finish_reason: str = "stop"
     completion_tokens: int = 0
+    prompt_tokens: int = 0
+    """Prompt tokens of the model pool call that drew this sample, on the call's first sample only (0 on the
+    others: the call's n samples share one prefill), so a sum over samples counts each prefill once."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,15 @@ class EnsembleAnswer:
     failures: dict[str, str] = field(default_factory=dict)
     """Why each failed model failed."""
 
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens of every model pool call whose samples are in :attr:`samples`, once per call."""
+        return sum(s.prompt_tokens for s in self.samples)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(s.completion_tokens for s in self.samples)
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Client interfaces
@@ -233,7 +245,8 @@ class ModelPoolClient(ABC):
         request_id: str,
         timeout: float,
     ) -> list[Sample]:
-        """``sampling.n`` samples of ``model`` for the chat ``messages`` (role, content). Raises DependencyError."""
+        """``sampling.n`` samples of ``model`` for the chat ``messages`` (role, content); the first carries the
+        call's prompt tokens (:attr:`Sample.prompt_tokens`). Raises DependencyError."""
 
 
 class VoterClient(ABC):

@@ -27,29 +27,29 @@ from avengers.v1 import router_pb2 as avengers_dot_v1_dot_router__pb2
 from avengers.v1 import voter_pb2 as avengers_dot_v1_dot_voter__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61vengers/v1/gateway.proto\x12\x0b\x61vengers.v1\x1a\x18\x61vengers/v1/common.proto\x1a\x18\x61vengers/v1/router.proto\x1a\x17\x61vengers/v1/voter.proto\"\xaa\x03\n\nAskRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\ttask_type\x18\x02 \x01(\x0e\x32\x15.avengers.v1.TaskType\x12-\n\x08sampling\x18\x03 \x01(\x0b\x32\x1b.avengers.v1.SamplingParams\x12/\n\x08strategy\x18\x04 \x01(\x0e\x32\x1d.avengers.v1.EnsembleStrategy\x12\x1d\n\x10switch_threshold\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12-\n\x07routing\x18\x06 \x01(\x0e\x32\x1c.avengers.v1.RoutingStrategy\x12,\n\x0bvote_method\x18\x07 \x01(\x0e\x32\x17.avengers.v1.VoteMethod\x12\r\n\x05tests\x18\x08 \x03(\t\x12\x10\n\x08no_cache\x18\t \x01(\x08\x12\x0f\n\x07task_id\x18\n \x01(\t\x12\x13\n\x0b\x65ntry_point\x18\x0b \x01(\t\x12\r\n\x05top_k\x18\x0c \x01(\r\x12\x12\n\x05\x61lpha\x18\x14 \x01(\x01H\x01\x88\x01\x01\x42\x13\n\x11_switch_thresholdB\x08\n\x06_alpha\"\x98\x02\n\x0b\x41skResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x0f\n\x07\x63luster\x18\x05 \x01(\r\x12\x16\n\x0erouter_version\x18\x06 \x01(\t\x12\'\n\x04vote\x18\x07 \x01(\x0b\x32\x19.avengers.v1.VoteResponse\x12\x15\n\rfailed_models\x18\x08 \x03(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\t \x01(\x08\x12(\n\ttask_type\x18\n \x01(\x0e\x32\x15.avengers.v1.TaskType\x12$\n\x07samples\x18\x0b \x03(\x0b\x32\x13.avengers.v1.Sample\"E\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\"$\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\"\xc4\x01\n\x08\x41skEvent\x12&\n\x05route\x18\x01 \x01(\x0b\x32\x15.avengers.v1.AskRouteH\x00\x12%\n\x06sample\x18\x02 \x01(\x0b\x32\x13.avengers.v1.SampleH\x00\x12\x34\n\x0cmodel_failed\x18\x03 \x01(\x0b\x32\x1c.avengers.v1.AskModelFailureH\x00\x12*\n\x06result\x18\x04 \x01(\x0b\x32\x18.avengers.v1.AskResponseH\x00\x42\x07\n\x05\x65vent\"\xdb\x01\n\x08\x41skRoute\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\r\x12\x16\n\x0erouter_version\x18\x03 \x01(\t\x12\'\n\x06models\x18\x04 \x03(\x0b\x32\x17.avengers.v1.ModelScore\x12(\n\ttask_type\x18\x05 \x01(\x0e\x32\x15.avengers.v1.TaskType\x12/\n\x08strategy\x18\x06 \x01(\x0e\x32\x1d.avengers.v1.EnsembleStrategy\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\"0\n\x0f\x41skModelFailure\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*\xf3\x01\n\x10\x45nsembleStrategy\x12!\n\x1d\x45NSEMBLE_STRATEGY_UNSPECIFIED\x10\x00\x12&\n\"ENSEMBLE_STRATEGY_SELF_CONSISTENCY\x10\x01\x12\"\n\x1e\x45NSEMBLE_STRATEGY_MODEL_SWITCH\x10\x02\x12 \n\x1c\x45NSEMBLE_STRATEGY_TOP_K_VOTE\x10\x03\x12)\n%ENSEMBLE_STRATEGY_SCORE_WEIGHTED_VOTE\x10\x04\x12#\n\x1f\x45NSEMBLE_STRATEGY_LOG_ODDS_VOTE\x10\x05\x32\xcb\x01\n\x07Gateway\x12\x38\n\x03\x41sk\x12\x17.avengers.v1.AskRequest\x1a\x18.avengers.v1.AskResponse\x12=\n\tAskStream\x12\x17.avengers.v1.AskRequest\x1a\x15.avengers.v1.AskEvent0\x01\x12G\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.avengers.v1.FeedbackRequest\x1a\x1d.avengers.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61vengers/v1/gateway.proto\x12\x0b\x61vengers.v1\x1a\x18\x61vengers/v1/common.proto\x1a\x18\x61vengers/v1/router.proto\x1a\x17\x61vengers/v1/voter.proto\"\xaa\x03\n\nAskRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\ttask_type\x18\x02 \x01(\x0e\x32\x15.avengers.v1.TaskType\x12-\n\x08sampling\x18\x03 \x01(\x0b\x32\x1b.avengers.v1.SamplingParams\x12/\n\x08strategy\x18\x04 \x01(\x0e\x32\x1d.avengers.v1.EnsembleStrategy\x12\x1d\n\x10switch_threshold\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12-\n\x07routing\x18\x06 \x01(\x0e\x32\x1c.avengers.v1.RoutingStrategy\x12,\n\x0bvote_method\x18\x07 \x01(\x0e\x32\x17.avengers.v1.VoteMethod\x12\r\n\x05tests\x18\x08 \x03(\t\x12\x10\n\x08no_cache\x18\t \x01(\x08\x12\x0f\n\x07task_id\x18\n \x01(\t\x12\x13\n\x0b\x65ntry_point\x18\x0b \x01(\t\x12\r\n\x05top_k\x18\x0c \x01(\r\x12\x12\n\x05\x61lpha\x18\x14 \x01(\x01H\x01\x88\x01\x01\x42\x13\n\x11_switch_thresholdB\x08\n\x06_alpha\"\xbb\x02\n\x0b\x41skResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x0f\n\x07\x63luster\x18\x05 \x01(\r\x12\x16\n\x0erouter_version\x18\x06 \x01(\t\x12\'\n\x04vote\x18\x07 \x01(\x0b\x32\x19.avengers.v1.VoteResponse\x12\x15\n\rfailed_models\x18\x08 \x03(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\t \x01(\x08\x12(\n\ttask_type\x18\n \x01(\x0e\x32\x15.avengers.v1.TaskType\x12$\n\x07samples\x18\x0b \x03(\x0b\x32\x13.avengers.v1.Sample\x12!\n\x05usage\x18\x0c \x01(\x0b\x32\x12.avengers.v1.Usage\"E\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\"$\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\"\xc4\x01\n\x08\x41skEvent\x12&\n\x05route\x18\x01 \x01(\x0b\x32\x15.avengers.v1.AskRouteH\x00\x12%\n\x06sample\x18\x02 \x01(\x0b\x32\x13.avengers.v1.SampleH\x00\x12\x34\n\x0cmodel_failed\x18\x03 \x01(\x0b\x32\x1c.avengers.v1.AskModelFailureH\x00\x12*\n\x06result\x18\x04 \x01(\x0b\x32\x18.avengers.v1.AskResponseH\x00\x42\x07\n\x05\x65vent\"\xdb\x01\n\x08\x41skRoute\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\r\x12\x16\n\x0erouter_version\x18\x03 \x01(\t\x12\'\n\x06models\x18\x04 \x03(\x0b\x32\x17.avengers.v1.ModelScore\x12(\n\ttask_type\x18\x05 \x01(\x0e\x32\x15.avengers.v1.TaskType\x12/\n\x08strategy\x18\x06 \x01(\x0e\x32\x1d.avengers.v1.EnsembleStrategy\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\"0\n\x0f\x41skModelFailure\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*\xf3\x01\n\x10\x45nsembleStrategy\x12!\n\x1d\x45NSEMBLE_STRATEGY_UNSPECIFIED\x10\x00\x12&\n\"ENSEMBLE_STRATEGY_SELF_CONSISTENCY\x10\x01\x12\"\n\x1e\x45NSEMBLE_STRATEGY_MODEL_SWITCH\x10\x02\x12 \n\x1c\x45NSEMBLE_STRATEGY_TOP_K_VOTE\x10\x03\x12)\n%ENSEMBLE_STRATEGY_SCORE_WEIGHTED_VOTE\x10\x04\x12#\n\x1f\x45NSEMBLE_STRATEGY_LOG_ODDS_VOTE\x10\x05\x32\xcb\x01\n\x07Gateway\x12\x38\n\x03\x41sk\x12\x17.avengers.v1.AskRequest\x1a\x18.avengers.v1.AskResponse\x12=\n\tAskStream\x12\x17.avengers.v1.AskRequest\x1a\x15.avengers.v1.AskEvent0\x01\x12G\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.avengers.v1.FeedbackRequest\x1a\x1d.avengers.v1.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'avengers.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENSEMBLESTRATEGY']._serialized_start=1412
-  _globals['_ENSEMBLESTRATEGY']._serialized_end=1655
+  _globals['_ENSEMBLESTRATEGY']._serialized_start=1447
+  _globals['_ENSEMBLESTRATEGY']._serialized_end=1690
   _globals['_ASKREQUEST']._serialized_start=120
   _globals['_ASKREQUEST']._serialized_end=546
   _globals['_ASKRESPONSE']._serialized_start=549
-  _globals['_ASKRESPONSE']._serialized_end=829
-  _globals['_FEEDBACKREQUEST']._serialized_start=831
-  _globals['_FEEDBACKREQUEST']._serialized_end=900
-  _globals['_FEEDBACKRESPONSE']._serialized_start=902
-  _globals['_FEEDBACKRESPONSE']._serialized_end=938
-  _globals['_ASKEVENT']._serialized_start=941
-  _globals['_ASKEVENT']._serialized_end=1137
-  _globals['_ASKROUTE']._serialized_start=1140
-  _globals['_ASKROUTE']._serialized_end=1359
-  _globals['_ASKMODELFAILURE']._serialized_start=1361
-  _globals['_ASKMODELFAILURE']._serialized_end=1409
-  _globals['_GATEWAY']._serialized_start=1658
-  _globals['_GATEWAY']._serialized_end=1861
+  _globals['_ASKRESPONSE']._serialized_end=864
+  _globals['_FEEDBACKREQUEST']._serialized_start=866
+  _globals['_FEEDBACKREQUEST']._serialized_end=935
+  _globals['_FEEDBACKRESPONSE']._serialized_start=937
+  _globals['_FEEDBACKRESPONSE']._serialized_end=973
+  _globals['_ASKEVENT']._serialized_start=976
+  _globals['_ASKEVENT']._serialized_end=1172
+  _globals['_ASKROUTE']._serialized_start=1175
+  _globals['_ASKROUTE']._serialized_end=1394
+  _globals['_ASKMODELFAILURE']._serialized_start=1396
+  _globals['_ASKMODELFAILURE']._serialized_end=1444
+  _globals['_GATEWAY']._serialized_start=1693
+  _globals['_GATEWAY']._serialized_end=1896
 # @@protoc_insertion_point(module_scope)

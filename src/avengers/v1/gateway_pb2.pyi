@@ -56,7 +56,7 @@ class AskRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., strategy: _Optional[_Union[EnsembleStrategy, str]] = ..., switch_threshold: _Optional[float] = ..., routing: _Optional[_Union[_router_pb2.RoutingStrategy, str]] = ..., vote_method: _Optional[_Union[_voter_pb2.VoteMethod, str]] = ..., tests: _Optional[_Iterable[str]] = ..., no_cache: _Optional[bool] = ..., task_id: _Optional[str] = ..., entry_point: _Optional[str] = ..., top_k: _Optional[int] = ..., alpha: _Optional[float] = ...) -> None: ...
 
 class AskResponse(_message.Message):
-    __slots__ = ("request_id", "answer", "text", "models", "cluster", "router_version", "vote", "failed_models", "cached", "task_type", "samples")
+    __slots__ = ("request_id", "answer", "text", "models", "cluster", "router_version", "vote", "failed_models", "cached", "task_type", "samples", "usage")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class AskResponse(_message.Message):
     CACHED_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     answer: str
     text: str
@@ -79,7 +80,8 @@ class AskResponse(_message.Message):
     cached: bool
     task_type: _common_pb2.TaskType
     samples: _containers.RepeatedCompositeFieldContainer[_common_pb2.Sample]
-    def __init__(self, request_id: _Optional[str] = ..., answer: _Optional[str] = ..., text: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., cluster: _Optional[int] = ..., router_version: _Optional[str] = ..., vote: _Optional[_Union[_voter_pb2.VoteResponse, _Mapping]] = ..., failed_models: _Optional[_Iterable[str]] = ..., cached: _Optional[bool] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., samples: _Optional[_Iterable[_Union[_common_pb2.Sample, _Mapping]]] = ...) -> None: ...
+    usage: _common_pb2.Usage
+    def __init__(self, request_id: _Optional[str] = ..., answer: _Optional[str] = ..., text: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., cluster: _Optional[int] = ..., router_version: _Optional[str] = ..., vote: _Optional[_Union[_voter_pb2.VoteResponse, _Mapping]] = ..., failed_models: _Optional[_Iterable[str]] = ..., cached: _Optional[bool] = ..., task_type: _Optional[_Union[_common_pb2.TaskType, str]] = ..., samples: _Optional[_Iterable[_Union[_common_pb2.Sample, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("request_id", "score", "comment")
