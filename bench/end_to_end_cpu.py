@@ -144,14 +144,16 @@ def start_pool(run: Path, pool: str) -> tuple[subprocess.Popen, str]:
     """``avengers serve model-pool`` for the whole run (the models load once, not once per chunk)."""
     port = free_port()
     cmd = [*AVENGERS, "serve", "model-pool", "--config", pool, "--host", "127.0.0.1", "--port", str(port)]
-    log = (run / "logs" / "pool.log").open("a")
+    log_path = run / "logs" / "pool.log"
+    start = log_path.stat().st_size if log_path.exists() else 0  # a resumed run appends: read only this start's lines
+    log = log_path.open("a")
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"the model pool exited ({process.returncode}); see {run / 'logs' / 'pool.log'}")
-        if "model pool serving" in (run / "logs" / "pool.log").read_text():
+        if "model pool serving" in log_path.read_text()[start:]:
             return process, f"127.0.0.1:{port}"
         time.sleep(1)
     process.terminate()
